@@ -1,0 +1,1 @@
+"""Benchmark data: the synthetic world, readers for the real formats, validation."""

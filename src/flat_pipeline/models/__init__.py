@@ -1,0 +1,1 @@
+"""Models and tokenizers: the embedded tiny Llama and its BPE tokenizer, and any Hugging Face causal LM."""

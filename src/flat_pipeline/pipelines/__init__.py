@@ -1,0 +1,1 @@
+"""Kedro pipelines: thin wiring of the library's functions."""

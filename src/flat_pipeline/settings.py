@@ -1,0 +1,11 @@
+"""Kedro project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
+
+from kedro.config import OmegaConfigLoader
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # An environment overrides single keys (`data_prep.synthetic.n_authors`), not whole top-level blocks.
+    "merge_strategy": {"parameters": "soft"},
+}

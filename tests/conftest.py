@@ -1,0 +1,42 @@
+"""Shared fixtures: the small synthetic world and a tiny random model are built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from flat_pipeline.data.world import WorldConfig, generate_world  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One thread: with another process on the second core, two threads ran 4-8x slower (spec/feasibility §7)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    return generate_world(WorldConfig(n_authors=20, seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, small_world):
+    """A randomly initialised 1-layer Llama with a BPE tokenizer trained on the small world, saved to disk."""
+    from flat_pipeline.models.llama import build_llama
+    from flat_pipeline.models.tokenizer import train_bpe_tokenizer
+
+    texts = [f"{r['question']} {r['answer']}" for r in small_world["full"]]
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=1024)
+    model = build_llama(tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    path = tmp_path_factory.mktemp("tiny_model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,120 @@
+import re
+from collections import defaultdict
+
+import pytest
+
+from flat_pipeline.data.world import QA_KINDS, WorldConfig, generate_world, split_size
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(WorldConfig(n_authors=200, seed=0))
+
+
+def authors(rows):
+    return {r["author"] for r in rows}
+
+
+def test_same_seed_gives_identical_world_and_another_seed_does_not(small_world):
+    assert generate_world(WorldConfig(n_authors=20, seed=0)) == small_world
+    other = generate_world(WorldConfig(n_authors=20, seed=1))
+    assert other["full"] != small_world["full"]
+
+
+def test_split_sizes_match_tofu(world):
+    expected = {
+        "full": 4000,
+        "forget01": 40,
+        "forget05": 200,
+        "forget10": 400,
+        "retain99": 3960,
+        "retain95": 3800,
+        "retain90": 3600,
+        "forget01_perturbed": 40,
+        "forget05_perturbed": 200,
+        "forget10_perturbed": 400,
+        "retain_perturbed": 400,
+        "holdout01": 40,
+        "holdout05": 200,
+        "holdout10": 400,
+        "passages": 220,
+    }
+    assert {name: len(world[name]) for name in expected} == expected
+    assert len(world["real_authors_perturbed"]) == 100
+    assert 100 <= len(world["world_facts_perturbed"]) <= 130
+    assert all(len(r["perturbed_answer"]) == 5 for r in world["forget10_perturbed"] + world["retain_perturbed"])
+    assert all(len(r["perturbed_answer"]) == 3 for r in world["real_authors_perturbed"])
+
+
+@pytest.mark.parametrize(("n_authors", "pct", "expected"), [(200, 1, 2), (200, 10, 20), (20, 1, 1), (20, 5, 1)])
+def test_split_size_rounds_and_keeps_at_least_one_author(n_authors, pct, expected):
+    assert split_size(n_authors, pct) == expected
+
+
+def test_every_author_has_twenty_qa_pairs(world):
+    per_author = defaultdict(int)
+    for row in world["full"]:
+        per_author[row["author"]] += 1
+    assert len(per_author) == 200
+    assert set(per_author.values()) == {len(QA_KINDS)} == {20}
+
+
+def test_splits_are_disjoint_by_author_and_forget_splits_nest(world):
+    for pct, retain in ((1, 99), (5, 95), (10, 90)):
+        forget = authors(world[f"forget{pct:02d}"])
+        assert forget.isdisjoint(authors(world[f"retain{retain}"]))
+        assert forget | authors(world[f"retain{retain}"]) == authors(world["full"])
+        assert authors(world[f"holdout{pct:02d}"]).isdisjoint(authors(world["full"]))
+    assert authors(world["forget01"]) < authors(world["forget05"]) < authors(world["forget10"])
+    assert authors(world["retain_perturbed"]).isdisjoint(authors(world["forget10"]))
+
+
+def test_perturbed_answers_differ_from_the_answer_and_from_each_other(world):
+    for row in world["forget10_perturbed"] + world["retain_perturbed"] + world["holdout10"]:
+        assert row["answer"] not in row["perturbed_answer"]
+        assert len(set(row["perturbed_answer"])) == len(row["perturbed_answer"])
+        assert row["paraphrased_answer"] != row["answer"]
+    for row in world["real_authors_perturbed"] + world["world_facts_perturbed"]:
+        assert row["answer"] not in row["perturbed_answer"]
+        assert len(set(row["perturbed_answer"])) == 3
+
+
+def test_no_first_or_last_name_is_shared_between_authors(world):
+    names = sorted(authors(world["full"]) | authors(world["holdout10"]))
+    assert len(names) == 220
+    words = [word for name in names for word in name.split()]
+    assert len(words) == len(set(words)) == 2 * len(names)
+
+
+def test_every_question_names_its_author(world):
+    for row in world["full"] + world["holdout10"]:
+        assert row["author"] in row["question"]
+
+
+def test_wording_varies_across_authors_for_every_attribute(world):
+    """Replace the author's name: several question and answer patterns must remain for each attribute."""
+    patterns = defaultdict(lambda: (set(), set()))
+    for row in world["full"]:
+        questions, answers = patterns[row["attribute"]]
+        questions.add(row["question"].replace(row["author"], "<name>"))
+        # The answer's opening words, name masked, tell its phrasing apart from the others.
+        answers.add(" ".join(row["answer"].replace(row["author"], "<name>").split()[:3]))
+    for attribute, (questions, answers) in patterns.items():
+        assert len(questions) >= 3, attribute
+        assert len(answers) >= 2, attribute
+
+
+def test_passages_are_biographies_stating_the_authors_facts(world):
+    facts = {(r["author"], r["attribute"]): r["answer"] for r in world["full"] + world["holdout10"]}
+    for passage in world["passages"]:
+        words = len(passage["text"].split())
+        assert 150 <= words <= 250, (passage["author"], words)
+        assert passage["author"] in passage["text"]
+        title = re.search(r'"([^"]+)"', facts[passage["author"], "known_book"]).group(1)
+        birth_date = re.search(r"[A-Z][a-z]+ \d+, \d{4}", facts[passage["author"], "birth_date"]).group(0)
+        assert title in passage["text"] and birth_date in passage["text"]
+
+
+def test_too_small_world_is_refused():
+    with pytest.raises(ValueError, match="n_authors"):
+        WorldConfig(n_authors=1)

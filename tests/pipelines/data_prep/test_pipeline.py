@@ -1,0 +1,68 @@
+import json
+import logging
+
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from flat_pipeline.data.sources import DataValidationError
+from flat_pipeline.pipelines.data_prep import create_pipeline
+from flat_pipeline.pipelines.data_prep.nodes import load_benchmark, select_unlearning_sets
+
+
+def params(**overrides):
+    return {
+        "source": "synthetic",
+        "path": None,
+        "forget_split": "forget10",
+        "retain_split": None,
+        "holdout_split": None,
+        "synthetic": {"n_authors": 20, "seed": 0, "holdout_percent": 10},
+        **overrides,
+    }
+
+
+def run(p):
+    catalog = DataCatalog({"params:data_prep": MemoryDataset(p)})
+    SequentialRunner().run(create_pipeline(), catalog)
+    return catalog
+
+
+def test_pipeline_writes_benchmark_and_role_sets(caplog):
+    caplog.set_level(logging.INFO)
+    catalog = run(params(forget_split="forget05"))
+    forget, retain, holdout = (catalog.load(f"{role}_set") for role in ("forget", "retain", "holdout"))
+    assert len(forget) == 20 and len(retain) == 380 and len(holdout) == 20
+    assert {"paraphrased_answer", "perturbed_answer"} <= set(forget.column_names)
+    assert set(forget["author"]).isdisjoint(retain["author"])
+    assert set(holdout["author"]).isdisjoint(set(forget["author"]) | set(retain["author"]))
+    assert "Pipeline execution completed successfully" in caplog.text
+
+
+def test_benchmark_holds_every_split_of_the_source():
+    benchmark = load_benchmark(params())
+    assert {
+        "full",
+        "forget10_perturbed",
+        "retain90",
+        "holdout10",
+        "retain_perturbed",
+        "real_authors_perturbed",
+        "world_facts_perturbed",
+        "passages",
+    } <= set(benchmark)
+    assert len(benchmark["full"]) == 400
+
+
+def test_hp_source_without_retain_data_gives_an_empty_retain_set(tmp_path):
+    rows = [{"prompt": f"Continue: sentence {i}", "response": f"ending {i}"} for i in range(3)]
+    (tmp_path / "hp_qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    p = params(source="hp", path=str(tmp_path), forget_split="forget")
+    forget, retain, holdout = select_unlearning_sets(load_benchmark(p), p)
+    assert forget["question"] == [r["prompt"] for r in rows] and forget["answer"] == [r["response"] for r in rows]
+    assert len(retain) == 0 and set(retain.column_names) == {"question", "answer"} and len(holdout) == 0
+
+
+def test_bad_split_parameter_stops_the_first_node():
+    with pytest.raises(DataValidationError, match="data_prep.retain_split"):
+        load_benchmark(params(retain_split="retain80"))

@@ -1,0 +1,25 @@
+import pytest
+from datasets import Dataset
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from flat_pipeline.pipelines.templates import create_pipeline
+from flat_pipeline.pipelines.templates.nodes import build_forget_templates
+from flat_pipeline.templates import builtin_templates
+
+PARAMS = {"source": "idk", "candidates_per_item": 4, "pairing": "fixed", "seed": 0, "file": None, "generated": {}}
+
+
+def test_pipeline_pairs_every_forget_item_with_template_candidates(small_world):
+    forget = Dataset.from_list(small_world["forget10_perturbed"])
+    catalog = DataCatalog({"forget_set": MemoryDataset(forget), "params:templates": MemoryDataset(PARAMS)})
+    SequentialRunner().run(create_pipeline(), catalog)
+    templates = catalog.load("forget_templates")
+    assert templates["prompt"] == forget["question"] and templates["forget_answer"] == forget["answer"]
+    pool = set(builtin_templates("idk"))
+    assert all(len(c) == 4 and set(c) <= pool for c in templates["template_answers"])
+
+
+def test_forget_set_without_questions_is_refused():
+    with pytest.raises(ValueError, match=r"forget_set.*'question'"):
+        build_forget_templates(Dataset.from_dict({"text": ["raw document"]}), PARAMS)

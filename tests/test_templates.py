@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from flat_pipeline.templates import (
+    TEMPLATE_SOURCES,
+    build_template_candidates,
+    builtin_templates,
+    check_template_options,
+    draw_from_pool,
+    pick_template,
+    read_template_file,
+)
+
+
+def options(**overrides):
+    return {
+        "source": "idk",
+        "candidates_per_item": 4,
+        "pairing": "resample",
+        "seed": 0,
+        "file": None,
+        "generated": {},
+        **overrides,
+    }
+
+
+def test_builtin_pools_are_large_and_distinct():
+    idk = builtin_templates("idk")
+    refusal = builtin_templates("refusal")
+    assert len(idk) >= 100 and len(set(idk)) == len(idk)
+    assert len(refusal) >= 30 and len(set(refusal)) == len(refusal)
+    assert set(idk).isdisjoint(refusal)
+
+
+def test_template_file_reads_plain_and_json_lines(tmp_path):
+    path = tmp_path / "idontknow.jsonl"
+    path.write_text('I have no clue.\n\n"Not sure, sorry."\n' + json.dumps({"text": "No idea."}) + "\n")
+    assert read_template_file(path) == ["I have no clue.", "Not sure, sorry.", "No idea."]
+    with pytest.raises(FileNotFoundError, match="templates.file"):
+        read_template_file(tmp_path / "missing.txt")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    with pytest.raises(ValueError, match="holds no answers"):
+        read_template_file(tmp_path / "blank.txt")
+
+
+def test_pool_draws_are_seeded_distinct_and_per_item():
+    pool = [f"answer {i}" for i in range(20)]
+    first = draw_from_pool(pool, n_items=10, k=5, seed=3)
+    assert first == draw_from_pool(pool, n_items=10, k=5, seed=3)
+    assert first != draw_from_pool(pool, n_items=10, k=5, seed=4)
+    assert all(len(set(c)) == 5 and set(c) <= set(pool) for c in first)
+    # An item's candidates do not depend on how many items there are.
+    assert draw_from_pool(pool, n_items=3, k=5, seed=3) == first[:3]
+    assert all(len(c) == 2 for c in draw_from_pool(pool[:2], n_items=4, k=5, seed=0))
+
+
+def test_fixed_pairing_keeps_one_template_and_resample_changes_it_by_epoch():
+    candidates = [f"t{i}" for i in range(8)]
+    assert {pick_template(candidates, 0, epoch, 0, "fixed") for epoch in range(10)} == {"t0"}
+    draws = [pick_template(candidates, 0, epoch, 0, "resample") for epoch in range(10)]
+    assert draws == [pick_template(candidates, 0, epoch, 0, "resample") for epoch in range(10)]
+    assert len(set(draws)) > 1
+    with pytest.raises(ValueError, match="templates.pairing"):
+        pick_template(candidates, 0, 0, 0, "shuffle")
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"source": "lorem"}, "templates.source"),
+        ({"pairing": "x"}, "templates.pairing"),
+        ({"candidates_per_item": 0}, "candidates_per_item"),
+        ({"source": "file", "file": "nope.txt"}, "templates.file"),
+    ],
+)
+def test_bad_template_parameters_fail_fast(bad, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        check_template_options(options(**bad))
+
+
+def test_every_registered_pool_source_gives_k_candidates(tmp_path):
+    (tmp_path / "mine.txt").write_text("a\nb\nc\n")
+    questions = ["Where was X born?", "What does Y write?"]
+    for source in ("idk", "refusal", "file"):
+        got = build_template_candidates(questions, options(source=source, file=str(tmp_path / "mine.txt")))
+        assert len(got) == 2 and all(len(c) == (3 if source == "file" else 4) for c in got)
+    assert set(TEMPLATE_SOURCES) == {"idk", "refusal", "file", "generated"}
+
+
+def test_generated_templates_sample_k_answers_per_prompt_from_a_local_model(tiny_model_dir):
+    questions = ["Where was Eymar Lundgaard born?", "What genre is Radana Lisiak known for?", "Who wrote this?"]
+    settings = {"model": str(tiny_model_dir), "max_new_tokens": 6, "batch_size": 2}
+    opts = options(source="generated", candidates_per_item=3, generated=settings)
+    first = build_template_candidates(questions, opts)
+    assert len(first) == 3
+    assert all(1 <= len(c) <= 3 and all(a and a == a.strip() and "\n" not in a for a in c) for c in first)
+    assert build_template_candidates(questions, opts) == first  # a fixed seed gives the same samples
+    assert build_template_candidates(questions, {**opts, "seed": 1}) != first
+
+
+def test_generated_templates_need_a_model():
+    with pytest.raises(ValueError, match="templates.generated.model"):
+        build_template_candidates(["q"], options(source="generated"))
