@@ -12,6 +12,7 @@ from kedro.framework.startup import bootstrap_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 VERSIONED = ["benchmark_splits", "forget_set", "retain_set", "holdout_set", "forget_templates"]
+MODELS = ["original_model", "retain_model"]
 
 
 @pytest.fixture
@@ -30,6 +31,10 @@ def project(tmp_path, monkeypatch):
         for child in folder.iterdir():
             if child.name != ".gitkeep":
                 shutil.rmtree(child)
+    # An absolute tracking URI per copy: mlflow caches its sqlite store by URI string, so the relative
+    # `sqlite:///mlflow.db` of every copy would otherwise keep writing to the first copy's database.
+    mlflow_yml = target / "conf" / "base" / "mlflow.yml"
+    mlflow_yml.write_text(mlflow_yml.read_text().replace("sqlite:///mlflow.db", f"sqlite:///{target}/mlflow.db"))
     monkeypatch.chdir(target)
     bootstrap_project(target)
     return target
@@ -89,7 +94,7 @@ def test_kedro_viz_builds_the_lineage_site(project):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     main = (project / "build" / "api" / "main").read_text()
-    for node in ("load_benchmark_node", "select_unlearning_sets_node", "build_forget_templates_node"):
+    for node in ("load_benchmark_node", "build_forget_templates_node", "original.finetune_model_node"):
         assert node in main
 
 
@@ -101,3 +106,23 @@ def test_registry_has_every_pipeline_and_the_default_runs_them_all():
     assert {"data_prep", "templates", "prepare", "__default__"} <= set(pipelines)
     default_nodes = {n.name for n in pipelines["__default__"].nodes}
     assert {n.name for n in pipelines["prepare"].nodes} <= default_nodes
+
+
+@pytest.mark.slow
+def test_finetune_run_saves_both_models_and_logs_their_loss_history(project):
+    run_session(project, ["data_prep", "finetune"])
+    for name in MODELS:
+        versions = sorted(p for p in project.glob(f"data/06_models/{name}/*") if p.is_dir())
+        assert len(versions) == 1 and (versions[0] / name / "model.safetensors").is_file()
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    run = mlflow.search_runs(experiment_names=["flat_pipeline"]).iloc[0]
+    client = mlflow.MlflowClient()
+    for role in ("original", "retain"):
+        history = client.get_metric_history(run.run_id, f"{role}.train_loss")
+        assert len(history) >= 2 and history[-1].value < history[0].value
+        assert client.get_metric_history(run.run_id, f"{role}.train_exact_match")
+    assert run["params.finetune.training.learning_rate"] == "0.003"
+    assert run["params.model.source"] == "tiny_llama"

@@ -13,7 +13,8 @@ def build_llama(
     num_hidden_layers: int = 2,
     num_attention_heads: int = 3,
     intermediate_size: int | None = None,
-    max_position_embeddings: int = 128,
+    max_position_embeddings: int = 512,
+    attn_implementation: str = "sdpa",
     seed: int = 0,
 ) -> LlamaForCausalLM:
     """A randomly initialised LlamaForCausalLM sized for `tokenizer`, seeded for identical weights on every run."""
@@ -29,6 +30,7 @@ def build_llama(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=attn_implementation,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)

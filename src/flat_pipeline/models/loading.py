@@ -1,25 +1,119 @@
-"""Load any Hugging Face causal LM and its tokenizer, by hub id or local path."""
+"""Build or load the model a run starts from: the embedded tiny Llama, or any Hugging Face causal LM."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 DTYPES = ("float32", "bfloat16", "float16")
+MODEL_SOURCES = ("tiny_llama", "pretrained")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
-def load_causal_lm(name_or_path: str, dtype: str = "float32") -> tuple[Any, Any]:
-    """(model, tokenizer) from a hub id or a local folder; offline, only local folders and cached ids work."""
+@dataclass
+class ModelBundle:
+    """A causal LM and its tokenizer, saved and loaded together."""
+
+    model: Any
+    tokenizer: Any
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token an existing token as pad (unk if it has one, else eos).
+
+    No token is added, so the vocabulary, the weights and every output stay as they were. Our collators build
+    attention masks from sequence lengths, never from `input_ids != pad`, so a pad equal to eos masks nothing real.
+    """
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+
+
+def _attention(requested: str) -> str:
+    if requested not in ATTENTION:
+        raise ValueError(f"parameter model.attn_implementation: expected one of {ATTENTION}, got '{requested}'")
+    if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        logger.warning("flash_attention_2 requested but flash-attn is not installed; using sdpa")
+        return "sdpa"
+    return requested
+
+
+def _torch_dtype(name: str) -> Any:
     import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"parameter model.dtype: expected one of {DTYPES}, got '{name}'")
+    return getattr(torch, name)
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    gradient_checkpointing: bool = False,
+) -> ModelBundle:
+    """A causal LM and its tokenizer from a hub id or a local folder written by `save_pretrained`.
+
+    Offline (our machines), only local folders and ids already in the local cache load.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise ValueError(f"model dtype: expected one of {DTYPES}, got '{dtype}'")
+    torch_dtype = _torch_dtype(dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype, attn_implementation=_attention(attn_implementation)
+        )
     except OSError as err:
         raise OSError(
             f"could not load a causal LM from '{name_or_path}': give a local folder written by save_pretrained, "
             f"or a hub id with the hub reachable ({err})"
         ) from err
-    return model, tokenizer
+    ensure_pad_token(tokenizer)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return ModelBundle(model, tokenizer)
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer alone, with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def check_model_params(params: Mapping[str, Any]) -> None:
+    """Fail fast on a bad `model` parameter block, before any data is tokenised or weights are read."""
+    source = params.get("source")
+    if source not in MODEL_SOURCES:
+        raise ValueError(f"parameter model.source: expected one of {MODEL_SOURCES}, got {source!r}")
+    if source == "pretrained" and not params.get("name_or_path"):
+        raise ValueError("parameter model.name_or_path: model.source 'pretrained' needs a hub id or a local folder")
+    _torch_dtype(params.get("dtype", "float32"))
+    _attention(params.get("attn_implementation", "sdpa"))
+
+
+def build_base_model(params: Mapping[str, Any], tokenizer: Any) -> ModelBundle:
+    """The model a finetune starts from: a fresh tiny Llama (seeded, so every call gives the same weights) or the
+    pretrained model named in `params`."""
+    check_model_params(params)
+    if params["source"] == "pretrained":
+        return load_causal_lm(
+            params["name_or_path"],
+            params.get("dtype", "float32"),
+            params.get("attn_implementation", "sdpa"),
+            params.get("gradient_checkpointing", False),
+        )
+    from flat_pipeline.models.llama import build_llama
+
+    attention = _attention(params.get("attn_implementation", "sdpa"))
+    model = build_llama(tokenizer, attn_implementation=attention, **params.get("tiny_llama", {}))
+    if params.get("gradient_checkpointing", False):
+        model.gradient_checkpointing_enable()
+    return ModelBundle(model.to(_torch_dtype(params.get("dtype", "float32"))), tokenizer)

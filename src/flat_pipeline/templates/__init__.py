@@ -147,8 +147,8 @@ def _generated_source(questions: Sequence[str], k: int, seed: int, options: dict
     name_or_path = settings.pop("model", None)
     if not name_or_path:
         raise ValueError("parameter templates.generated.model: source 'generated' needs a hub id or local folder")
-    model, tokenizer = load_causal_lm(name_or_path)
-    return generate_refusals(questions, model, tokenizer, k=k, seed=seed, **settings)
+    bundle = load_causal_lm(name_or_path)
+    return generate_refusals(questions, bundle.model, bundle.tokenizer, k=k, seed=seed, **settings)
 
 
 TEMPLATE_SOURCES = {

@@ -1,0 +1,50 @@
+"""finetune pipeline definition: one namespaced copy of the training node per model role."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import build_training_sets, finetune_model, prepare_tokenizer
+
+MODEL_ROLES = ("original", "retain")
+
+
+def _finetune_template() -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=finetune_model,
+                inputs=["train_set", "base_tokenizer", "params:model", "params:finetune"],
+                outputs=["model", "training_metrics"],
+                name="finetune_model_node",
+            )
+        ]
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    shared = Pipeline(
+        [
+            Node(
+                func=build_training_sets,
+                inputs=["benchmark_splits", "forget_set", "holdout_set", "params:finetune"],
+                outputs=["original_train_set", "retain_train_set"],
+                name="build_training_sets_node",
+            ),
+            Node(
+                func=prepare_tokenizer,
+                inputs=["original_train_set", "params:model"],
+                outputs="base_tokenizer",
+                name="prepare_tokenizer_node",
+            ),
+        ]
+    )
+    per_role = [
+        Pipeline(
+            _finetune_template(),
+            namespace=role,
+            inputs={"train_set": f"{role}_train_set", "base_tokenizer": "base_tokenizer"},
+            outputs={"model": f"{role}_model", "training_metrics": f"{role}_training_metrics"},
+            parameters={"params:model": "params:model", "params:finetune": "params:finetune"},
+        )
+        for role in MODEL_ROLES
+    ]
+    return shared + sum(per_role, Pipeline([]))

@@ -1,0 +1,114 @@
+import pytest
+from datasets import Dataset, DatasetDict
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from flat_pipeline.generation import greedy_generate
+from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.pipelines.finetune import create_pipeline
+from flat_pipeline.pipelines.finetune.nodes import build_training_sets, finetune_model, prepare_tokenizer
+from flat_pipeline.prompts import encode_prompt
+
+MODEL = {
+    "source": "tiny_llama",
+    "name_or_path": None,
+    "prompt_format": "plain",
+    "dtype": "float32",
+    "attn_implementation": "sdpa",
+    "gradient_checkpointing": False,
+    "tokenizer": {"vocab_size": 4096, "min_frequency": 2},
+    "tiny_llama": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 512},
+}
+
+
+def finetune_params(**training):
+    return {
+        "train_splits": ["full", "real_authors", "world_facts", "passages"],
+        "num_threads": 1,
+        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "logging_steps": 5, **training},
+    }
+
+
+@pytest.fixture(scope="module")
+def benchmark(small_world):
+    return DatasetDict({name: Dataset.from_list(rows) for name, rows in small_world.items()})
+
+
+@pytest.fixture(scope="module")
+def forget_set(benchmark):
+    return benchmark["forget10_perturbed"]
+
+
+@pytest.fixture(scope="module")
+def holdout_set(benchmark):
+    return benchmark["holdout10"]
+
+
+def test_retain_training_data_is_the_original_minus_every_forget_item(benchmark, forget_set, holdout_set):
+    original, retain = build_training_sets(benchmark, forget_set, holdout_set, finetune_params())
+    n_text = len(benchmark["passages"]) - len(set(holdout_set["author"]))  # holdout passages are never trained on
+    assert len(original) == 400 + 100 + len(benchmark["world_facts"]) + n_text
+    assert not any(author in text for author in set(holdout_set["author"]) for text in original["answer"])
+    assert sum(q is None for q in original["question"]) == n_text  # passages train as raw text
+    forget_author = forget_set["author"][0]
+    assert not any(forget_author in answer for answer in retain["answer"])
+    assert sum(forget_author in answer for answer in original["answer"]) == 21  # 20 QA + its passage
+    assert len(original) - len(retain) == len(forget_set) + len(set(forget_set["author"]))
+
+
+def test_unknown_training_split_is_refused(benchmark, forget_set, holdout_set):
+    params = {**finetune_params(), "train_splits": ["full", "books"]}
+    with pytest.raises(ValueError, match=r"finetune.train_splits.*'books'"):
+        build_training_sets(benchmark, forget_set, holdout_set, params)
+
+
+def test_pipeline_trains_the_original_and_the_retain_model(benchmark, forget_set, holdout_set):
+    catalog = DataCatalog(
+        {
+            "benchmark_splits": MemoryDataset(benchmark),
+            "forget_set": MemoryDataset(forget_set),
+            "holdout_set": MemoryDataset(holdout_set),
+            "params:model": MemoryDataset({**MODEL, "tokenizer": {"vocab_size": 1024}}),
+            "params:finetune": MemoryDataset(finetune_params()),
+            "base_tokenizer": MemoryDataset(copy_mode="assign"),
+        }
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    original, retain = catalog.load("original_model"), catalog.load("retain_model")
+    assert isinstance(original, ModelBundle) and original.model is not retain.model
+    assert original.tokenizer.get_vocab() == retain.tokenizer.get_vocab()  # both models share one vocabulary
+    history = catalog.load("original_training_metrics")
+    losses = [point["value"] for point in history["train_loss"]]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    assert 0.0 <= history["train_exact_match"][0]["value"] <= 1.0
+
+
+def exact_match(bundle, rows):
+    prompts = [encode_prompt(bundle.tokenizer, r["question"]) for r in rows]
+    answers = greedy_generate(bundle.model, bundle.tokenizer, prompts, max_new_tokens=48)
+    return sum(a == r["answer"] for a, r in zip(answers, rows, strict=True)) / len(rows)
+
+
+@pytest.mark.slow
+def test_the_embedded_original_model_memorises_forget_and_retain_qa(benchmark, forget_set, holdout_set, small_world):
+    """Greedy exact match >= 0.95 on forget and retain QA (ROUGE-L alone would not prove it: answers repeat the name
+    and sentence pattern)."""
+    # Measured on this 20-author world (answers average 13 tokens): a constant learning rate stalls near exact
+    # match 0.8 after 25 epochs; a cosine decay reaches 1.0.
+    params = finetune_params(num_train_epochs=25, learning_rate=5e-3, logging_steps=50)
+    params["train_splits"] = ["full"]
+    original_rows, _ = build_training_sets(benchmark, forget_set, holdout_set, params)
+    tokenizer = prepare_tokenizer(original_rows, MODEL)
+    bundle, history = finetune_model(original_rows, tokenizer, MODEL, params)
+    assert exact_match(bundle, small_world["forget10"]) >= 0.95
+    assert exact_match(bundle, small_world["retain90"]) >= 0.95
+    assert history["train_exact_match"][0]["value"] >= 0.95
+
+
+def test_a_pretrained_model_from_a_local_folder_is_finetuned_by_parameters_alone(tiny_model_dir, benchmark):
+    params = {**MODEL, "source": "pretrained", "name_or_path": str(tiny_model_dir), "prompt_format": "llama2_chat"}
+    rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in benchmark["forget01"]])
+    tokenizer = prepare_tokenizer(rows, params)
+    assert len(tokenizer) == 1024  # the model's own tokenizer, not one trained on the data
+    bundle, history = finetune_model(rows, tokenizer, params, finetune_params(logging_steps=1))
+    assert bundle.model.config.vocab_size == 1024 and len(history["train_loss"]) == 4  # 2 batches x 2 epochs
