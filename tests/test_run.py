@@ -12,7 +12,7 @@ from kedro.framework.startup import bootstrap_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 VERSIONED = ["benchmark_splits", "forget_set", "retain_set", "holdout_set", "forget_templates"]
-MODELS = ["original_model", "retain_model"]
+MODELS = ["original_model", "retain_model", "unlearned_model"]
 
 
 @pytest.fixture
@@ -103,14 +103,14 @@ def test_registry_has_every_pipeline_and_the_default_runs_them_all():
 
     bootstrap_project(PROJECT)
     pipelines = register_pipelines()
-    assert {"data_prep", "templates", "prepare", "__default__"} <= set(pipelines)
+    assert {"data_prep", "templates", "finetune", "unlearn", "prepare", "__default__"} <= set(pipelines)
     default_nodes = {n.name for n in pipelines["__default__"].nodes}
     assert {n.name for n in pipelines["prepare"].nodes} <= default_nodes
 
 
 @pytest.mark.slow
-def test_finetune_run_saves_both_models_and_logs_their_loss_history(project):
-    run_session(project, ["data_prep", "finetune"])
+def test_default_run_saves_every_model_and_logs_training_and_unlearning(project):
+    run_session(project, ["__default__"])
     for name in MODELS:
         versions = sorted(p for p in project.glob(f"data/06_models/{name}/*") if p.is_dir())
         assert len(versions) == 1 and (versions[0] / name / "model.safetensors").is_file()
@@ -126,3 +126,7 @@ def test_finetune_run_saves_both_models_and_logs_their_loss_history(project):
         assert client.get_metric_history(run.run_id, f"{role}.train_exact_match")
     assert run["params.finetune.training.learning_rate"] == "0.003"
     assert run["params.model.source"] == "tiny_llama"
+    assert run["params.unlearn.divergence"] == "kl"
+    forget_scores = client.get_metric_history(run.run_id, "unlearn.forget_score")
+    assert len(forget_scores) == 5  # 40 forget items / batch 8, one epoch
+    assert client.get_metric_history(run.run_id, "unlearn.template_score")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,18 @@ def check_model_params(params: Mapping[str, Any]) -> None:
         raise ValueError("parameter model.name_or_path: model.source 'pretrained' needs a hub id or a local folder")
     _torch_dtype(params.get("dtype", "float32"))
     _attention(params.get("attn_implementation", "sdpa"))
+
+
+def base_tokenizer(params: Mapping[str, Any], texts: Iterable[str]) -> Any:
+    """The tokenizer a run uses: the pretrained model's own, or a BPE trained on `texts` for the tiny Llama."""
+    check_model_params(params)
+    if params["source"] == "pretrained":
+        return load_tokenizer(params["name_or_path"])
+    from flat_pipeline.models.tokenizer import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(texts, **params.get("tokenizer", {}))
+    logger.info("trained a BPE tokenizer of %d tokens", len(tokenizer))
+    return tokenizer
 
 
 def build_base_model(params: Mapping[str, Any], tokenizer: Any) -> ModelBundle:

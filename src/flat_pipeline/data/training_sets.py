@@ -1,0 +1,57 @@
+"""Which rows the original and the retain model train on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+def training_rows(split: Dataset) -> list[dict[str, str | None]]:
+    """QA rows keep their question; raw texts (passages, MUSE documents) train as text with no prompt."""
+    if "question" in split.column_names and "answer" in split.column_names:
+        return [{"question": r["question"], "answer": r["answer"]} for r in split]
+    if "text" in split.column_names:
+        return [{"question": None, "answer": r["text"]} for r in split]
+    raise ValueError(f"training split with columns {split.column_names}: expected question/answer or text")
+
+
+def _item_keys(split: Dataset) -> tuple[set[str], set[str]]:
+    """Authors (where rows name one) and questions of a split: what marks its items in other splits."""
+    authors = set(split["author"]) if "author" in split.column_names else set()
+    questions = set(split["question"]) if "question" in split.column_names else set()
+    return authors, questions
+
+
+def build_training_sets(
+    splits: Mapping[str, Dataset], train_splits: Sequence[str], forget: Dataset, holdout: Dataset
+) -> tuple[Dataset, Dataset]:
+    """The original model's rows (every `train_splits` row but holdout items) and the retain model's (the same
+    without forget items). An item belongs to a split by its author, where rows name one, or by its question.
+    """
+    missing = [name for name in train_splits if name not in splits]
+    if missing:
+        raise ValueError(
+            f"parameter finetune.train_splits: split(s) {missing} not in the benchmark; available: {sorted(splits)}"
+        )
+    forget_keys, holdout_keys = _item_keys(forget), _item_keys(holdout)
+
+    def member(row: dict[str, Any], author: str | None, keys: tuple[set[str], set[str]]) -> bool:
+        return author in keys[0] or row["question"] in keys[1]
+
+    original, retain = [], []
+    for name in train_splits:
+        split = splits[name]
+        authors = split["author"] if "author" in split.column_names else [None] * len(split)
+        for row, author in zip(training_rows(split), authors, strict=True):
+            if member(row, author, holdout_keys):
+                continue
+            original.append(row)
+            if not member(row, author, forget_keys):
+                retain.append(row)
+    logger.info("training data: original %d rows, retain %d rows", len(original), len(retain))
+    return Dataset.from_list(original), Dataset.from_list(retain)

@@ -1,0 +1,1 @@
+"""Metrics: each family in its own module."""
