@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset
@@ -19,9 +19,9 @@ from flat_pipeline.batching import PadCollator
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import IGNORE_INDEX, encode_example
 from flat_pipeline.scoring import answer_logits, score_answers
+from flat_pipeline.training.common import History, config_from_params, history_from_log, training_arguments
 
 logger = logging.getLogger(__name__)
-History = dict[str, list[dict[str, float]]]
 
 
 @dataclass
@@ -49,40 +49,16 @@ class FinetuneConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FinetuneConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"parameter finetune.training: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        return config_from_params(cls, params, "finetune.training")
 
 
-def training_arguments(config: FinetuneConfig, output_dir: str) -> Any:
-    from transformers import TrainingArguments
-
-    scheduler_kwargs = {"min_lr_rate": config.min_lr_rate} if "min_lr" in config.lr_scheduler_type else {}
-    return TrainingArguments(
-        output_dir=output_dir,
-        learning_rate=config.learning_rate,
-        adam_beta1=config.adam_beta1,
-        adam_beta2=config.adam_beta2,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        lr_scheduler_kwargs=scheduler_kwargs,
-        num_train_epochs=config.num_train_epochs,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
+def _arguments(config: FinetuneConfig, output_dir: str) -> Any:
+    return training_arguments(
+        config,
+        output_dir,
+        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_rate} if "min_lr" in config.lr_scheduler_type else {},
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        bf16=config.bf16,
-        fp16=config.fp16,
         save_strategy="no",
-        report_to="none",  # kedro-mlflow logs the history the node returns
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
     )
 
 
@@ -138,15 +114,6 @@ def _trainer_class() -> type:
     return FinetuneTrainer
 
 
-def _history(log_history: list[dict[str, Any]]) -> History:
-    history: History = {"train_loss": [], "learning_rate": [], "grad_norm": []}
-    for entry in log_history:
-        for source, name in (("loss", "train_loss"), ("learning_rate", "learning_rate"), ("grad_norm", "grad_norm")):
-            if source in entry:
-                history[name].append({"step": int(entry["step"]), "value": float(entry[source])})
-    return history
-
-
 def finetune(
     bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt_format: str = "plain"
 ) -> tuple[ModelBundle, History]:
@@ -155,12 +122,13 @@ def finetune(
     with tempfile.TemporaryDirectory() as scratch:
         trainer = _trainer_class()(
             model=bundle.model,
-            args=training_arguments(config, config.output_dir or scratch),
+            args=_arguments(config, config.output_dir or scratch),
             train_dataset=train_set,
             data_collator=PadCollator(bundle.tokenizer.pad_token_id),
         )
         trainer.train()
-    return bundle, _history(trainer.state.log_history)
+    names = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+    return bundle, history_from_log(trainer.state.log_history, names)
 
 
 def finetune_from_params(

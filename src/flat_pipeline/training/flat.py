@@ -9,10 +9,9 @@ grow with the full logits of every position as in the reference code (flat.md §
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,9 +23,9 @@ from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import IGNORE_INDEX, encode_example
 from flat_pipeline.scoring import answer_logits
 from flat_pipeline.templates import PAIRINGS, pick_template
+from flat_pipeline.training.common import History, config_from_params, history_from_log, training_arguments
 
 logger = logging.getLogger(__name__)
-History = dict[str, list[dict[str, float]]]
 
 
 @dataclass
@@ -70,11 +69,7 @@ class FLATConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FLATConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"parameter unlearn: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        return config_from_params(cls, params, "unlearn")
 
 
 def token_logprobs(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -209,48 +204,17 @@ def _trainer_class() -> type:
 
 
 def _arguments(config: FLATConfig, output_dir: str, keep_checkpoints: bool) -> Any:
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=output_dir,
-        learning_rate=config.learning_rate,
-        adam_beta1=config.adam_beta1,
-        adam_beta2=config.adam_beta2,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        num_train_epochs=config.num_train_epochs,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        bf16=config.bf16,
-        fp16=config.fp16,
+    return training_arguments(
+        config,
+        output_dir,
         save_strategy="epoch" if keep_checkpoints else "no",
         save_total_limit=1 if keep_checkpoints else None,
         save_only_model=True,
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
     )
 
 
-def _history(log_history: Sequence[Mapping[str, Any]]) -> History:
-    names = {
-        "loss": "unlearn_loss",
-        "template_score": "template_score",
-        "forget_score": "forget_score",
-        "learning_rate": "learning_rate",
-        "grad_norm": "grad_norm",
-    }
-    history: History = {name: [] for name in names.values()}
-    for entry in log_history:
-        for source, name in names.items():
-            if source in entry and math.isfinite(float(entry[source])):
-                history[name].append({"step": int(entry["step"]), "value": float(entry[source])})
-    return history
+_LOGGED = {"loss": "unlearn_loss", "template_score": "template_score", "forget_score": "forget_score",
+           "learning_rate": "learning_rate", "grad_norm": "grad_norm"}  # fmt: skip
 
 
 def unlearn_flat(
@@ -276,4 +240,4 @@ def unlearn_flat(
             on_epoch_end=on_epoch_end,
         )
         trainer.train()
-    return bundle, _history(trainer.state.log_history)
+    return bundle, history_from_log(trainer.state.log_history, _LOGGED)

@@ -1,0 +1,53 @@
+"""What every trainer shares: configs read from parameter blocks, TrainingArguments, and the logged history."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
+
+History = dict[str, list[dict[str, float]]]
+ConfigT = TypeVar("ConfigT")
+
+# Config fields passed to `transformers.TrainingArguments` under the same name.
+_SHARED_ARGUMENTS = (
+    "learning_rate", "adam_beta1", "adam_beta2", "weight_decay", "warmup_steps", "lr_scheduler_type",
+    "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "max_grad_norm", "seed",
+    "logging_steps", "bf16", "fp16",
+)  # fmt: skip
+
+
+def config_from_params(cls: type[ConfigT], params: Mapping[str, Any], block: str) -> ConfigT:
+    """A config dataclass from a parameter block; an unknown key is an error that names the block."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"parameter {block}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**params)
+
+
+def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
+    """`TrainingArguments` from a config: its optimiser and schedule fields, reporting left to kedro-mlflow."""
+    from transformers import TrainingArguments
+
+    kwargs = {name: getattr(config, name) for name in _SHARED_ARGUMENTS}
+    kwargs.update(
+        output_dir=output_dir,
+        data_seed=config.seed,
+        report_to="none",  # kedro-mlflow logs the history the node returns
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def history_from_log(log_history: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> History:
+    """`{name: [{"step", "value"}, ...]}` from the Trainer's log, for keys in `names` (log key -> metric name)."""
+    history: History = {name: [] for name in names.values()}
+    for entry in log_history:
+        for key, name in names.items():
+            if key in entry and math.isfinite(float(entry[key])):
+                history[name].append({"step": int(entry["step"]), "value": float(entry[key])})
+    return history
