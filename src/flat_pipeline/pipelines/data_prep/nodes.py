@@ -7,7 +7,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Value
 
-from flat_pipeline.data.sources import check_disjoint, load_source, resolve_roles
+from flat_pipeline.data.sources import UnlearningSplits, check_disjoint, load_source, resolve_roles
 
 logger = logging.getLogger(__name__)
 
@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 _COLUMN_RENAMES = {"prompt": "question", "response": "answer"}
 
 
-def _roles(params: dict[str, Any], available: list[str]):
+def _roles(params: dict[str, Any], available: list[str]) -> UnlearningSplits:
     return resolve_roles(
         params["source"], available, params["forget_split"], params.get("retain_split"), params.get("holdout_split")
     )
