@@ -58,6 +58,16 @@ def answer_logits(
     return logits, targets[:, first:]
 
 
+def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Log-probability of every labelled token, `(B, L')` with 0 where unlabelled, its mask, and the batch's padded
+    length L. Only the label's logit is gathered and a logsumexp taken: no softmax tensor is kept."""
+    logits, targets = answer_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    mask = targets != IGNORE_INDEX
+    logits = logits.float()
+    gold = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (gold - torch.logsumexp(logits, dim=-1)) * mask, mask, batch["input_ids"].shape[1]
+
+
 @torch.no_grad()
 def score_answers(
     model: Any, examples: Sequence[Encoded], pad_token_id: int, batch_size: int = 64

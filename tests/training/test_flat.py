@@ -46,7 +46,7 @@ def test_step_loss_equals_the_straightforward_computation(bundle, forget_templat
     with torch.no_grad():
         t, f = (reference_scores(bundle.model, batch, side, score) for side in ("template", "forget"))
     assert loss.item() == pytest.approx(flat_loss(t, f, divergence).item(), abs=1e-5)
-    assert scores["forget_score"] == pytest.approx(f.mean().item(), abs=1e-5)
+    assert scores["forget_score"].item() == pytest.approx(f.mean().item(), abs=1e-5)
 
 
 def test_collator_keeps_a_fixed_template_or_resamples_it_every_epoch(bundle, forget_templates):

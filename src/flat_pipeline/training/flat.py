@@ -20,8 +20,8 @@ from datasets import Dataset
 from flat_pipeline.batching import pad_batch
 from flat_pipeline.losses import DIVERGENCES, SCORES, code_compat_flat_loss, flat_loss, sequence_scores
 from flat_pipeline.models.loading import ModelBundle
-from flat_pipeline.prompts import IGNORE_INDEX, encode_example
-from flat_pipeline.scoring import answer_logits
+from flat_pipeline.prompts import encode_example
+from flat_pipeline.scoring import token_logprobs
 from flat_pipeline.templates import PAIRINGS, pick_template
 from flat_pipeline.training.common import History, config_from_params, history_from_log, training_arguments
 
@@ -72,18 +72,6 @@ class FLATConfig:
         return config_from_params(cls, params, "unlearn")
 
 
-def token_logprobs(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Log-probability of every labelled token, `(B, L')` with 0 where unlabelled, its mask, and the batch's padded
-    length L (the code_compat denominator counts all B·(L-1) positions)."""
-    logits, targets = answer_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    mask = targets != IGNORE_INDEX
-    safe_targets = targets.clamp(min=0)
-    logits = logits.float()
-    gold = logits.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
-    logprobs = (gold - torch.logsumexp(logits, dim=-1)) * mask
-    return logprobs, mask, batch["input_ids"].shape[1]
-
-
 def flat_step_loss(model: Any, batch: Mapping[str, torch.Tensor], config: FLATConfig) -> tuple[torch.Tensor, dict]:
     """The FLAT loss of one batch holding `template_*` and `forget_*` tensors, and the mean scores of each side."""
     sides = {}
@@ -105,7 +93,8 @@ def flat_step_loss(model: Any, batch: Mapping[str, torch.Tensor], config: FLATCo
         )
     else:
         loss = flat_loss(t_scores, f_scores, config.divergence)
-    return loss, {"template_score": t_scores.detach().mean().item(), "forget_score": f_scores.detach().mean().item()}
+    # Detached tensors, not floats: `.item()` here would synchronise with the GPU on every step.
+    return loss, {"template_score": t_scores.detach().mean(), "forget_score": f_scores.detach().mean()}
 
 
 class FLATCollator:
@@ -177,26 +166,27 @@ def _trainer_class() -> type:
             super().__init__(*args, **kwargs)
             self.flat_config = flat_config
             self.add_callback(EpochToCollator(self.data_collator, on_epoch_end))
-            self._score_sums: dict[str, float] = {}
+            self._score_sums: dict[str, Any] = {}
             self._score_count = 0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, scores = flat_step_loss(model, inputs, self.flat_config)
             if not torch.isfinite(loss):
+                readable = {key: round(value.item(), 4) for key, value in scores.items()}
                 raise FloatingPointError(
-                    f"FLAT loss is {loss.item()} at step {self.state.global_step} (scores {scores}); stopping. "
+                    f"FLAT loss is {loss.item()} at step {self.state.global_step} (scores {readable}); stopping. "
                     f"Checkpoints of earlier epochs stay in {self.args.output_dir}. Lower unlearn.learning_rate or "
                     f"use unlearn.score=logprob."
                 )
             for key, value in scores.items():
-                self._score_sums[key] = self._score_sums.get(key, 0.0) + value
+                self._score_sums[key] = self._score_sums.get(key, 0.0) + value  # tensors until logged
             self._score_count += 1
             return (loss, scores) if return_outputs else loss
 
         def log(self, logs: dict[str, float], *args, **kwargs) -> None:
             if self._score_count and "loss" in logs:
                 for key, total in self._score_sums.items():
-                    logs[key] = total / self._score_count
+                    logs[key] = float(total) / self._score_count
                 self._score_sums, self._score_count = {}, 0
             super().log(logs, *args, **kwargs)
 
