@@ -1,11 +1,12 @@
 """FLAT on the embedded default world: every divergence and score form on one budget, measured per epoch.
 
 Loads the latest `original_model`, `forget_templates` and `benchmark_splits` from the catalog (run
-`kedro run --pipelines data_prep,templates,finetune` first), unlearns forget10 with each variant, and prints greedy
-ROUGE-L recall, exact match and the rate of template-like answers on the forget QA and on the retain QA
-(`retain_perturbed`, 400 items of retain authors), after every epoch.
+`kedro run --pipelines data_prep,templates,finetune` first), unlearns the forget split with each variant, and prints
+greedy ROUGE-L recall, exact match and the rate of template-like answers on the forget QA and on the retain QA
+(`retain_perturbed`, the first 10 % of authors), after every epoch.
 
-    .venv/bin/python benchmarks/unlearn_sweep.py [--epochs 4] [--lr 3e-4] [--variants kl:logprob,...] [--final-only]
+    .venv/bin/python benchmarks/unlearn_sweep.py [--epochs 4] [--lr 3e-4] [--batch-size 32] [--variants kl:logprob,...]
+        [--final-only]
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--pairing", default="resample")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS))
     parser.add_argument("--final-only", action="store_true", help="evaluate after the last epoch only")
     args = parser.parse_args()
@@ -60,7 +62,10 @@ def main() -> None:
 
     original = load_original()
     base_f, base_r = evaluate(original, forget_rows, templates), evaluate(original, retain_rows, templates)
-    print(f"lr {args.lr}, pairing {args.pairing}, batch 32, forget10 (400 QA), retain_perturbed (400 QA)")
+    print(
+        f"lr {args.lr}, pairing {args.pairing}, batch {args.batch_size}, forget {len(forget_rows)} QA, "
+        f"retain_perturbed {len(retain_rows)} QA"
+    )
     print(
         "| variant | epoch | forget ROUGE-L | forget EM | forget template-like | retain ROUGE-L | retain EM | "
         "retain template-like | F/F0 | R/R0 | s |"
@@ -80,6 +85,7 @@ def main() -> None:
             learning_rate=args.lr,
             num_train_epochs=args.epochs,
             pairing=args.pairing,
+            per_device_train_batch_size=args.batch_size,
             logging_steps=100,
         )
 

@@ -1,6 +1,7 @@
 """End-to-end: `kedro run` through a KedroSession on a copy of the project, with the small `test` environment."""
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -40,10 +41,10 @@ def project(tmp_path, monkeypatch):
     return target
 
 
-def run_session(project, pipelines):
+def run_session(project, pipelines, runtime_params=None):
     import mlflow
 
-    with KedroSession.create(project_path=project, env="test") as session:
+    with KedroSession.create(project_path=project, env="test", runtime_params=runtime_params) as session:
         session.run(pipeline_names=pipelines)
     # kedro-mlflow finishes the run, but this thread's mlflow run stack keeps it; a second session in the same
     # process would then reuse it. Each `kedro run` is its own process, so this only concerns in-process tests.
@@ -94,7 +95,12 @@ def test_kedro_viz_builds_the_lineage_site(project):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     main = (project / "build" / "api" / "main").read_text()
-    for node in ("load_benchmark_node", "build_forget_templates_node", "original.finetune_model_node"):
+    for node in (
+        "load_benchmark_node",
+        "build_forget_templates_node",
+        "original.finetune_model_node",
+        "unlearned.evaluate_model_node",
+    ):
         assert node in main
 
 
@@ -103,13 +109,15 @@ def test_registry_has_every_pipeline_and_the_default_runs_them_all():
 
     bootstrap_project(PROJECT)
     pipelines = register_pipelines()
-    assert {"data_prep", "templates", "finetune", "unlearn", "prepare", "__default__"} <= set(pipelines)
+    assert {"data_prep", "templates", "finetune", "unlearn", "evaluate", "prepare", "__default__"} <= set(pipelines)
     default_nodes = {n.name for n in pipelines["__default__"].nodes}
     assert {n.name for n in pipelines["prepare"].nodes} <= default_nodes
+    assert {n.name for n in pipelines["evaluate"].nodes} <= default_nodes
+    assert "external.evaluate_model_node" not in default_nodes  # needs --params external_model=...
 
 
 @pytest.mark.slow
-def test_default_run_saves_every_model_and_logs_training_and_unlearning(project):
+def test_default_run_saves_every_model_and_logs_training_unlearning_and_evaluation(project):
     run_session(project, ["__default__"])
     for name in MODELS:
         versions = sorted(p for p in project.glob(f"data/06_models/{name}/*") if p.is_dir())
@@ -130,3 +138,25 @@ def test_default_run_saves_every_model_and_logs_training_and_unlearning(project)
     forget_scores = client.get_metric_history(run.run_id, "unlearn.forget_score")
     assert len(forget_scores) == 5  # 40 forget items / batch 8, one epoch
     assert client.get_metric_history(run.run_id, "unlearn.template_score")
+
+    # evaluate: every summary metric under its model's role, the figure as an artifact, versioned reports
+    metrics = run.filter(like="metrics.").index
+    for role in ("original", "retain", "unlearned"):
+        for name in ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "privleak", "mia_min_k"):
+            assert f"metrics.{role}.{name}" in metrics, (role, name)
+    assert run["metrics.retain.forget_quality"] == 1.0
+    assert run["metrics.original.forget_quality"] < 1.0
+    artifacts = [a.path for a in client.list_artifacts(run.run_id, "evaluation")]
+    assert artifacts == ["evaluation/evaluation_comparison.png"]
+    for name in ("original_evaluation_summary.json", "retain_reference.json", "unlearned_evaluation_items.parquet"):
+        assert len(list(project.glob(f"data/*/{name}/*/{name}"))) == 1, name
+    summary = json.loads(next(project.glob("data/08_reporting/unlearned_evaluation_summary.json/*/*")).read_text())
+    assert summary["retain_reference"]["forget_split"] == "forget10"
+    assert "retain_model" in summary["retain_reference"]["retain_model"]
+
+    # a model given by path, against the same pinned retain reference
+    unlearned = next(project.glob("data/06_models/unlearned_model/*/unlearned_model"))
+    run_session(project, ["evaluate_external"], runtime_params={"external_model": str(unlearned)})
+    external = json.loads(next(project.glob("data/08_reporting/external_evaluation_summary.json/*/*")).read_text())
+    assert external["model"] == str(unlearned)
+    assert external["metrics"]["forget_quality"] == pytest.approx(summary["metrics"]["forget_quality"])

@@ -115,6 +115,15 @@ def test_passages_are_biographies_stating_the_authors_facts(world):
         assert title in passage["text"] and birth_date in passage["text"]
 
 
+def test_short_passages_are_the_start_of_the_full_ones(world):
+    short = generate_world(WorldConfig(n_authors=200, seed=0, passage_sentences=6))
+    for full, cut in zip(world["passages"], short["passages"], strict=True):
+        assert full["text"].startswith(cut["text"]) and len(cut["text"]) < len(full["text"])
+        assert cut["author"] in cut["text"]
+    with pytest.raises(ValueError, match="passage_sentences must be in 2..13, got 1"):
+        WorldConfig(passage_sentences=1)
+
+
 def test_too_small_world_is_refused():
     with pytest.raises(ValueError, match="n_authors"):
         WorldConfig(n_authors=1)

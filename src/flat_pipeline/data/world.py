@@ -36,10 +36,16 @@ class WorldConfig:
     n_authors: int = 200
     seed: int = 0
     holdout_percent: int = 10
+    passage_sentences: int = 13  # sentences per biography passage, from its start (13 = the whole biography)
 
     def __post_init__(self) -> None:
         if self.n_authors < 2:
             raise ValueError(f"synthetic world: n_authors must be at least 2, got {self.n_authors}")
+        if not 2 <= self.passage_sentences <= len(_PASSAGE_SENTENCES):
+            raise ValueError(
+                f"synthetic world: passage_sentences must be in 2..{len(_PASSAGE_SENTENCES)}, "
+                f"got {self.passage_sentences}"
+            )
         if not 1 <= self.holdout_percent <= 100:
             raise ValueError(f"synthetic world: holdout_percent must be in 1..100, got {self.holdout_percent}")
 
@@ -604,13 +610,15 @@ _PASSAGE_SENTENCES: tuple[tuple[str, ...], ...] = (
 )
 
 
-def _author_passage(author: Author, rng: random.Random) -> str:
+def _author_passage(author: Author, rng: random.Random, n_sentences: int) -> str:
     pronouns = {
         "pron": author["pron"],
         "Pron": author["pron"].capitalize(),
         "obj": "her" if author["pron"] == "she" else "him",
     }
-    return " ".join(_render(rng.choice(group), author, pronouns) for group in _PASSAGE_SENTENCES)
+    # Every sentence is drawn, so a shorter passage is the exact start of the full one.
+    sentences = [_render(rng.choice(group), author, pronouns) for group in _PASSAGE_SENTENCES]
+    return " ".join(sentences[:n_sentences])
 
 
 # ------------------------------------------------------------------------------ general knowledge
@@ -691,7 +699,10 @@ def generate_world(config: WorldConfig) -> dict[str, list[Record]]:
     splits["world_facts_perturbed"] = world_facts
 
     splits["passages"] = [
-        {"author": a["name"], "text": _author_passage(a, random.Random(f"{config.seed}-passage-{i}"))}
+        {
+            "author": a["name"],
+            "text": _author_passage(a, random.Random(f"{config.seed}-passage-{i}"), config.passage_sentences),
+        }
         for i, a in enumerate(authors)
     ]
     return splits

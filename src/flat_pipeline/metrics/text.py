@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 
 
 @lru_cache(maxsize=1)
@@ -28,9 +29,23 @@ def template_like(generated: Sequence[str], templates: Sequence[str], threshold:
 
     Templated answers often keep the author's name and sentence pattern, so ROUGE-L recall against the true answer
     stays near 0.6 for a wrong fact; this rate tells such answers apart from refusals.
+
+    Scoring every generation against every template is slow in rouge-score, so a template is scored only when the
+    bound 2 * |shared tokens| / (|generation| + |template|), which ROUGE-L F1 never exceeds, reaches the threshold;
+    each distinct generation is decided once.
     """
-    pool = sorted(set(templates))
-    return [
-        float(max(_scorer().score(template, gen)["rougeL"].fmeasure for template in pool) >= threshold)
-        for gen in generated
-    ]
+    tokenize = _scorer()._tokenizer.tokenize
+    pool = [(template, Counter(tokenize(template))) for template in sorted(set(templates))]
+
+    @cache
+    def is_template_like(gen: str) -> float:
+        tokens = Counter(tokenize(gen))
+        size = sum(tokens.values())
+        for template, template_tokens in pool:
+            shared = sum((tokens & template_tokens).values())
+            bound = 2 * shared / (size + sum(template_tokens.values())) if shared else 0.0
+            if bound >= threshold and _scorer().score(template, gen)["rougeL"].fmeasure >= threshold:
+                return 1.0
+        return 0.0
+
+    return [is_template_like(gen) for gen in generated]

@@ -21,6 +21,7 @@ class ModelBundle:
 
     model: Any
     tokenizer: Any
+    source: str | None = None  # the folder or hub id it was loaded from, for reports (None: built in memory)
 
 
 def ensure_pad_token(tokenizer: Any) -> None:
@@ -76,7 +77,7 @@ def load_causal_lm(
     ensure_pad_token(tokenizer)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    return ModelBundle(model, tokenizer)
+    return ModelBundle(model, tokenizer, source=name_or_path)
 
 
 def load_tokenizer(name_or_path: str) -> Any:

@@ -1,0 +1,164 @@
+"""Nodes of the evaluate pipeline."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # nodes run without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from datasets import Dataset, DatasetDict  # noqa: E402
+
+from flat_pipeline.evaluation import (  # noqa: E402
+    EvalSets,
+    EvaluateConfig,
+    RetainReference,
+    check_metrics,
+    evaluate_model,
+    evaluate_retain_model,
+    evaluation_sets,
+    item_table,
+    tokenizer_fingerprint,
+)
+from flat_pipeline.models.loading import ModelBundle  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def build_evaluation_sets(
+    benchmark: DatasetDict,
+    forget_set: Dataset,
+    holdout_set: Dataset,
+    evaluate_params: dict[str, Any],
+) -> EvalSets:
+    """The evaluation sets by role, checked against the requested metrics before any model is loaded.
+
+    Args:
+        benchmark: every split of the source.
+        forget_set: the forget QA (with paraphrased and perturbed answers where the source has them).
+        holdout_set: QA never trained on (membership-inference negatives); may be empty.
+        evaluate_params: `evaluate` parameters; `sets` names the benchmark splits of the other roles.
+    """
+    named = evaluate_params.get("sets", {})
+    missing = [split for split in named.values() if split is not None and split not in benchmark]
+    if missing:
+        raise ValueError(
+            f"parameter evaluate.sets: split(s) {missing} not in the benchmark; available: {sorted(benchmark)}"
+        )
+    qa_sets = {
+        "forget": forget_set,
+        "holdout": holdout_set,
+        **{role: benchmark[split] for role, split in named.items() if role != "passages" and split is not None},
+    }
+    passages = benchmark[named["passages"]] if named.get("passages") else None
+    sets = evaluation_sets(qa_sets, passages, forget_set, holdout_set)
+    check_metrics(evaluate_params["metrics"], sets)
+    logger.info("evaluation sets: %s", {name: len(rows) for name, rows in sets.items()})
+    return sets
+
+
+def template_pool(forget_templates: Dataset) -> list[str]:
+    """Every template answer the unlearning drew from, to count template-like generations."""
+    return sorted({t for row in forget_templates["template_answers"] for t in row})
+
+
+def _metrics_for_mlflow(summary: dict[str, float]) -> dict[str, dict[str, float]]:
+    return {name: {"value": value, "step": 0} for name, value in summary.items() if not math.isnan(value)}
+
+
+def _report(model: ModelBundle, summary: dict[str, float], reference: RetainReference | None) -> dict[str, Any]:
+    return {
+        "model": model.source,
+        "metrics": summary,
+        "retain_reference": None
+        if reference is None
+        else {"retain_model": reference.retain_model, "forget_split": reference.forget_split},
+    }
+
+
+def evaluate_retain(
+    retain_model: ModelBundle,
+    sets: EvalSets,
+    templates: list[str],
+    model_params: dict[str, Any],
+    data_prep_params: dict[str, Any],
+    evaluate_params: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Evaluate the retain model and pin its forget truth ratios and Min-K% AUC as the others' reference.
+
+    Returns:
+        The summary (JSON), the per-item table, the metrics for MLflow, and the retain reference (JSON).
+    """
+    summary, ctx, reference = evaluate_retain_model(
+        retain_model,
+        sets,
+        evaluate_params["metrics"],
+        EvaluateConfig.from_params(evaluate_params.get("settings", {})),
+        forget_split=data_prep_params["forget_split"],
+        prompt_format=model_params["prompt_format"],
+        templates=templates,
+    )
+    report = _report(retain_model, summary, reference)
+    return report, pd.DataFrame(item_table(ctx)), _metrics_for_mlflow(summary), asdict(reference)
+
+
+def evaluate(
+    model: ModelBundle,
+    sets: EvalSets,
+    templates: list[str],
+    reference: dict[str, Any],
+    model_params: dict[str, Any],
+    data_prep_params: dict[str, Any],
+    evaluate_params: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Evaluate a model; forget_quality and privleak compare it with the pinned retain reference.
+
+    Raises:
+        ValueError: the reference was computed for another forget split, tokenizer or forget set size.
+    """
+    config = EvaluateConfig.from_params(evaluate_params.get("settings", {}))
+    pinned = RetainReference(**reference)
+    n_forget = len(sets["forget"]) if config.max_items is None else min(len(sets["forget"]), config.max_items)
+    pinned.check(data_prep_params["forget_split"], tokenizer_fingerprint(model.tokenizer), n_forget)
+    summary, ctx = evaluate_model(
+        model,
+        sets,
+        evaluate_params["metrics"],
+        config,
+        prompt_format=model_params["prompt_format"],
+        templates=templates,
+        reference=pinned,
+    )
+    return _report(model, summary, pinned), pd.DataFrame(item_table(ctx)), _metrics_for_mlflow(summary)
+
+
+def compare_models(**summaries: dict[str, Any]) -> tuple[Any, Any]:
+    """One bar chart per headline metric, the models side by side (twice: the catalog's copy and MLflow's)."""
+    headline = [
+        "forget_quality",
+        "model_utility",
+        "forget_Q_A_ROUGE",
+        "retain_Q_A_ROUGE",
+        "forget_truth_ratio",
+        "privleak",
+        "forget_Q_A_EM",
+        "forget_verbmem_ROUGE",
+    ]
+    roles = [role.removesuffix("_evaluation_summary") for role in summaries]
+    shown = [m for m in headline if any(m in s["metrics"] for s in summaries.values())]
+    figure, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], shown, strict=True):
+        values = [s["metrics"].get(metric, float("nan")) for s in summaries.values()]
+        ax.bar(roles, values, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"][: len(roles)])
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        if metric == "forget_quality":
+            ax.set_yscale("log")
+    figure.suptitle("original vs retain vs unlearned")
+    figure.tight_layout()
+    return figure, figure

@@ -1,0 +1,44 @@
+"""evaluate_external pipeline: the evaluate pipeline's sets and node for one model outside the catalog's roles."""
+
+from kedro.pipeline import Node, Pipeline
+
+from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets, evaluate, template_pool
+
+ROLE = "external"
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    outputs = [f"{ROLE}_evaluation_summary", f"{ROLE}_evaluation_items", f"{ROLE}_evaluation_metrics"]
+    return Pipeline(
+        [
+            Node(
+                func=build_evaluation_sets,
+                inputs=["benchmark_splits", "forget_set", "holdout_set", "params:evaluate"],
+                outputs="evaluation_sets",
+                name="build_evaluation_sets_node",
+            ),
+            Node(func=template_pool, inputs="forget_templates", outputs="template_pool", name="template_pool_node"),
+            Pipeline(
+                [
+                    Node(
+                        func=evaluate,
+                        inputs=[
+                            f"{ROLE}_model",
+                            "evaluation_sets",
+                            "template_pool",
+                            "retain_reference",
+                            "params:model",
+                            "params:data_prep",
+                            "params:evaluate",
+                        ],
+                        outputs=outputs,
+                        name="evaluate_model_node",
+                    )
+                ],
+                namespace=ROLE,
+                inputs={f"{ROLE}_model", "evaluation_sets", "template_pool", "retain_reference"},
+                outputs=set(outputs),
+                parameters={"params:model", "params:data_prep", "params:evaluate"},
+            ),
+        ]
+    )
