@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -34,6 +34,7 @@ from flat_pipeline.metrics.text import exact_match, rouge_l_recall, template_lik
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import encode_example, encode_prompt
 from flat_pipeline.scoring import CandidateScore, score_answers, score_candidates
+from flat_pipeline.training.common import config_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +62,7 @@ class EvaluateConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> EvaluateConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(
-                f"parameters evaluate.settings: unknown key(s) {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**params)
+        return config_from_params(cls, params, "evaluate.settings")
 
 
 @dataclass
@@ -272,7 +267,7 @@ class EvalContext:
                 max_new_tokens=self.config.knowmem_max_new_tokens,
                 batch_size=self.config.generation_batch_size,
             )
-            return [completion.cut_knowmem_answer(g) for g in generated], list(rows["answer"])
+            return generated, list(rows["answer"])
 
         return self._cached(("knowmem", set_name), compute)
 
@@ -393,17 +388,20 @@ def copyright_metric(ctx: EvalContext, key: str) -> float:
 
 
 def verbmem(ctx: EvalContext) -> float:
-    """MUSE VerbMem: ROUGE-L F1 of the continuation against the passage's true continuation."""
+    """MUSE VerbMem: ROUGE-L F1 of the continuation against the passage's true continuation, cut (as MUSE) to as many
+    tokens as the continuation may have."""
     generated, references = ctx.continuations()
-    values = completion.verbmem_rouge(generated, references)
+    tokenizer, budget = ctx.bundle.tokenizer, ctx.config.completion_max_new_tokens
+    cut = [tokenizer.decode(tokenizer(ref, add_special_tokens=False)["input_ids"][:budget]) for ref in references]
+    values = completion.verbmem_rouge(generated, cut)
     ctx.record("forget_passages", "verbmem_ROUGE", values)
     return _mean(values)
 
 
 def knowmem(ctx: EvalContext, set_name: str) -> float:
-    """MUSE KnowMem: ROUGE-L F1 of in-context answers (already cut at the next question)."""
+    """MUSE KnowMem: ROUGE-L F1 of in-context answers, cut where the model starts the next question."""
     generated, references = ctx.knowmem_answers(set_name)
-    return _mean(completion.rouge_l_f1(generated, references, use_stemmer=True))
+    return _mean(completion.knowmem_rouge(generated, references))
 
 
 def perplexity(ctx: EvalContext, set_name: str) -> float:

@@ -72,11 +72,20 @@ def test_splits_are_disjoint_by_author_and_forget_splits_nest(world):
 def test_perturbed_answers_differ_from_the_answer_and_from_each_other(world):
     for row in world["forget10_perturbed"] + world["retain_perturbed"] + world["holdout10"]:
         assert row["answer"] not in row["perturbed_answer"]
+        assert row["paraphrased_answer"] not in row["perturbed_answer"]
         assert len(set(row["perturbed_answer"])) == len(row["perturbed_answer"])
         assert row["paraphrased_answer"] != row["answer"]
     for row in world["real_authors_perturbed"] + world["world_facts_perturbed"]:
         assert row["answer"] not in row["perturbed_answer"]
         assert len(set(row["perturbed_answer"])) == 3
+
+
+def test_perturbed_answers_share_the_paraphrase_wording(world):
+    """Only the fact differs between the paraphrase and a perturbed answer: most words are shared."""
+    for row in world["forget10_perturbed"]:
+        paraphrase = set(row["paraphrased_answer"].split())
+        for wrong in row["perturbed_answer"]:
+            assert len(paraphrase & set(wrong.split())) >= 0.4 * len(paraphrase), (row["paraphrased_answer"], wrong)
 
 
 def test_no_first_or_last_name_is_shared_between_authors(world):

@@ -1,7 +1,8 @@
 """A seeded, TOFU-shaped world of fictitious authors (the embedded default benchmark).
 
 Shape follows TOFU (shared/spec/benchmarks-and-metrics.md §2): 20 QA pairs per author with a paraphrased answer and
-five perturbed answers (same wording, wrong values of the same type), TOFU's split names and sizes by percent of
+five perturbed answers (the paraphrase's wording with wrong values of the same type, so that the truth ratio
+P(perturbed) / P(paraphrase) compares facts, not wordings), TOFU's split names and sizes by percent of
 authors, general-knowledge splits standing in for `real_authors` / `world_facts`, holdout authors for membership
 inference, and one biography passage per author for completion-style metrics.
 
@@ -533,16 +534,19 @@ def _author_qa(author: Author, rng: random.Random) -> list[Record]:
         answer_idx = rng.randrange(len(kind.answers))
         paraphrase_idx = (answer_idx + 1 + rng.randrange(len(kind.answers) - 1)) % len(kind.answers)
         answer = _render(kind.answers[answer_idx], author)
+        paraphrase = _render(kind.answers[paraphrase_idx], author)
+        # Wrong values in the paraphrase's wording: in the answer's wording a model that memorised that wording would
+        # prefer the wrong answers to the paraphrase, and the truth ratio would measure wording, not knowledge.
         perturbed: list[str] = []
         while len(perturbed) < N_PERTURBED:
-            wrong = _render(kind.answers[answer_idx], author, kind.perturb(author, rng))
-            if wrong != answer and wrong not in perturbed:
+            wrong = _render(kind.answers[paraphrase_idx], author, kind.perturb(author, rng))
+            if wrong != paraphrase and wrong not in perturbed:
                 perturbed.append(wrong)
         rows.append(
             {
                 "question": _render(rng.choice(kind.questions), author),
                 "answer": answer,
-                "paraphrased_answer": _render(kind.answers[paraphrase_idx], author),
+                "paraphrased_answer": paraphrase,
                 "perturbed_answer": perturbed,
                 "author": author["name"],
                 "attribute": kind.attribute,

@@ -1,14 +1,14 @@
 """Metrics on text continuations: the copyright (HP) scores of FLAT's `evaluate.py` and MUSE's VerbMem / KnowMem.
 
 Pure text functions: generation happens elsewhere; these only cut passages, build prompts and score strings.
-Every scorer takes `(generated, references)` and returns one float per example, so `COMPLETION_METRICS` can hold
-them all and a new metric is one function plus one registry entry.
+Every scorer takes `(generated, references)` and returns one float per example; `flat_pipeline.evaluation.METRICS`
+registers the metrics built on them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 from flat_pipeline.metrics.text import rouge_l_recall
@@ -17,8 +17,6 @@ from flat_pipeline.prompts import format_prompt
 # FLAT's evaluate.py prefixes every reference with this (spec flat.md §3.4).
 QUIRK_REFERENCE_PREFIX = "### Answer: "
 KNOWMEM_STOP_MARKERS = ("\n\n", "Question")
-
-Scorer = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 
 def split_passage(text: str, prompt_words: int) -> tuple[str, str]:
@@ -119,11 +117,3 @@ def verbmem_rouge(generated: Sequence[str], references: Sequence[str], use_stemm
 def knowmem_rouge(generated: Sequence[str], references: Sequence[str], use_stemmer: bool = True) -> list[float]:
     """MUSE KnowMem: ROUGE-L F1 (0-1) of each answer, cut by `cut_knowmem_answer`, against the true answer."""
     return rouge_l_f1([cut_knowmem_answer(gen) for gen in generated], references, use_stemmer)
-
-
-COMPLETION_METRICS: dict[str, Scorer] = {
-    "bleu": bleu,
-    "rouge_l_recall": rouge_l_recall,
-    "verbmem_rouge": verbmem_rouge,
-    "knowmem_rouge": knowmem_rouge,
-}

@@ -1,0 +1,72 @@
+"""evaluate pipeline nodes: set selection and its checks, which run before any model is loaded, and the figure."""
+
+from __future__ import annotations
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets, compare_models, template_pool
+
+SETS = {
+    "retain": "retain_perturbed",
+    "ra": "real_authors_perturbed",
+    "wf": "world_facts_perturbed",
+    "passages": "passages",
+}
+
+
+@pytest.fixture(scope="module")
+def benchmark(small_world):
+    return DatasetDict({name: Dataset.from_list(rows) for name, rows in small_world.items()})
+
+
+def params(metrics, **sets):
+    return {"sets": {**SETS, **sets}, "metrics": metrics, "settings": {}}
+
+
+def test_sets_by_role(benchmark):
+    sets = build_evaluation_sets(
+        benchmark, benchmark["forget10_perturbed"], benchmark["holdout10"], params(["forget_quality"])
+    )
+    assert {name: len(rows) for name, rows in sets.items()} == {
+        "forget": 40,
+        "holdout": 40,
+        "retain": 40,
+        "ra": 100,
+        "wf": 120,
+        "forget_passages": 2,
+        "holdout_passages": 2,
+    }
+
+
+def test_unknown_split_name_is_an_error_naming_the_parameter(benchmark):
+    with pytest.raises(ValueError, match=r"parameter evaluate.sets: split\(s\) \['retain_perturbd'\] not in"):
+        build_evaluation_sets(
+            benchmark,
+            benchmark["forget10_perturbed"],
+            benchmark["holdout10"],
+            params(["forget_quality"], retain="retain_perturbd"),
+        )
+
+
+def test_a_metric_whose_set_the_source_lacks_is_refused(benchmark):
+    with pytest.raises(ValueError, match="'forget_verbmem_ROUGE' needs the evaluation set"):
+        build_evaluation_sets(
+            benchmark,
+            benchmark["forget10_perturbed"],
+            benchmark["holdout10"],
+            params(["forget_verbmem_ROUGE"], passages=None),
+        )
+
+
+def test_template_pool_and_comparison_figure():
+    templates = Dataset.from_dict({"template_answers": [["I don't know.", "No idea."], ["No idea."]]})
+    assert template_pool(templates) == ["I don't know.", "No idea."]
+    summaries = {
+        f"{role}_evaluation_summary": {"metrics": {"forget_quality": q, "model_utility": 0.5}}
+        for role, q in (("original", 1e-10), ("retain", 1.0), ("unlearned", 0.01))
+    }
+    figure, same = compare_models(**summaries)
+    assert figure is same
+    assert [ax.get_title() for ax in figure.axes] == ["forget_quality", "model_utility"]
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["original", "retain", "unlearned"]
