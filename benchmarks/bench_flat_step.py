@@ -77,9 +77,10 @@ def reference_loss(model, batch, divergence: str = "kl"):
 
 
 def our_loss(model, batch, divergence: str = "kl"):
-    from flat_pipeline.training.flat import FLATConfig, flat_step_loss
+    from flat_pipeline.training.methods import flat_step
+    from flat_pipeline.training.unlearn import UnlearnConfig
 
-    return flat_step_loss(model, batch, FLATConfig(divergence=divergence, score="prob", code_compat=True))[0]
+    return flat_step(model, batch, None, UnlearnConfig(divergence=divergence, score="prob", code_compat=True))[0]
 
 
 def run_variant(name: str, steps: int, threads: int) -> dict:

@@ -22,7 +22,7 @@ from kedro.framework.startup import bootstrap_project
 from flat_pipeline.generation import greedy_generate
 from flat_pipeline.metrics.text import exact_match, rouge_l_recall, template_like
 from flat_pipeline.prompts import encode_prompt
-from flat_pipeline.training.flat import FLATConfig, unlearn_flat
+from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
 PROJECT = Path(__file__).resolve().parents[1]
 ALL_VARIANTS = [f"{d}:{s}" for s in ("logprob", "prob") for d in ("kl", "js", "pearson", "tv")]
@@ -79,7 +79,7 @@ def main() -> None:
         divergence, score = variant.split(":")
         bundle = load_original()
         started = time.perf_counter()
-        config = FLATConfig(
+        config = UnlearnConfig(
             divergence=divergence,
             score=score,
             learning_rate=args.lr,
@@ -102,7 +102,7 @@ def main() -> None:
                 flush=True,
             )
 
-        unlearn_flat(bundle, forget_templates, config, on_epoch_end=report)
+        unlearn(bundle, forget_templates, config, on_epoch_end=report)
 
 
 if __name__ == "__main__":

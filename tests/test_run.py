@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -160,3 +161,39 @@ def test_default_run_saves_every_model_and_logs_training_unlearning_and_evaluati
     external = json.loads(next(project.glob("data/08_reporting/external_evaluation_summary.json/*/*")).read_text())
     assert external["model"] == str(unlearned)
     assert external["metrics"]["forget_quality"] == pytest.approx(summary["metrics"]["forget_quality"])
+
+
+@pytest.mark.slow
+def test_benchmark_writes_a_leaderboard_that_the_notebook_reads(project, monkeypatch):
+    import mlflow
+    import nbformat
+    import pandas as pd
+    from nbclient import NotebookClient
+
+    from flat_pipeline.pipelines.benchmark.pipeline import BENCHMARK_METHODS
+
+    run_session(project, ["__default__"])  # the original and retain models and the retain reference
+    run_session(project, ["benchmark"])
+    table = pd.read_csv(next(project.glob("data/08_reporting/leaderboard.csv/*/leaderboard.csv")))
+    assert set(table["method"]) == {*BENCHMARK_METHODS, "original", "retain"}
+    assert table["forget_quality"].between(0, 1).all()
+    markdown = next(project.glob("data/08_reporting/leaderboard.md/*/leaderboard.md")).read_text()
+    assert "| flat_kl |" in markdown and "| npo |" in markdown
+    assert len(list(project.glob("data/06_models/benchmark/*/*/*/model.safetensors"))) == len(BENCHMARK_METHODS)
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    run = mlflow.search_runs(experiment_names=["flat_pipeline"], order_by=["attributes.start_time DESC"]).iloc[0]
+    assert {f"metrics.{m}.forget_quality" for m in BENCHMARK_METHODS} <= set(run.index)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.run_id, "leaderboard")}
+    assert artifacts == {"leaderboard/leaderboard.csv", "leaderboard/leaderboard_scatter.png"}
+
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    notebook = nbformat.read(project / "notebooks" / "leaderboard.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(project / "notebooks")}}).execute()
+    ansi = re.compile(r"\x1b\[[0-9;]*m")  # Kedro's IPython display colours plain-text results
+    results = [
+        [ansi.sub("", o["data"]["text/plain"]) for o in cell.get("outputs", []) if o["output_type"] == "execute_result"]
+        for cell in notebook.cells
+    ]
+    assert "flat_kl" in results[1][0] and "retain" in results[1][0]  # the leaderboard table
+    assert int(results[-1][0]) >= len(BENCHMARK_METHODS) + 3  # (run, model) points: 3 roles + the methods

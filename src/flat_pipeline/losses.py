@@ -105,3 +105,24 @@ def code_compat_flat_loss(
     s_template = batch_score(template_token_probs, template_mask, template_positions)
     s_forget = batch_score(forget_token_probs, forget_mask, forget_positions)
     return -div.activation(s_template) + div.conjugate(div.activation(s_forget))
+
+
+# ------------------------------------------------------------------------ baselines' preference-style losses
+
+
+def npo_loss(logratio: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """NPO's forget loss, -(2/beta) * mean log sigmoid(-beta * (log pi(y) - log pi_ref(y))), from per-sequence
+    log-ratios of the model to the reference. It is ~ -2 * mean logratio near 0 and saturates as the ratio falls."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * logratio).mean()
+
+
+def simnpo_loss(mean_nll: torch.Tensor, beta: float = 4.5, delta: float = 0.0) -> torch.Tensor:
+    """SimNPO's forget loss, -(2/beta) * mean log sigmoid(beta * (NLL/|y| - delta)), from per-sequence
+    length-normalised NLLs: NPO without a reference model."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (mean_nll - delta)).mean()
+
+
+def dpo_loss(chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """DPO, -(2/beta) * mean log sigmoid(beta * (chosen - rejected)), from per-sequence log-ratios to the reference of
+    the preferred (template) and the rejected (forget) answers."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (chosen_logratio - rejected_logratio)).mean()

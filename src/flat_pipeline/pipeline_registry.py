@@ -5,15 +5,15 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-ON_REQUEST = {"evaluate_external"}
+ON_REQUEST = {"evaluate_external", "benchmark"}  # a model path at run time; 12 unlearning runs
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
-        A mapping from pipeline names to ``Pipeline`` objects; `__default__` runs them all but `evaluate_external`,
-        which needs a model path at run time (`--params external_model=...`).
+        A mapping from pipeline names to ``Pipeline`` objects; `__default__` runs them all but those
+        run on request: `evaluate_external` (needs `--params external_model=...`) and `benchmark` (12 methods).
     """
     pipelines = find_pipelines(raise_errors=True)
     pipelines["__default__"] = sum(

@@ -10,7 +10,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=unlearn_model,
-                inputs=["original_model", "forget_templates", "params:model", "params:unlearn", "params:templates"],
+                inputs=[
+                    "original_model",
+                    "forget_templates",
+                    "retain_set",
+                    "params:model",
+                    "params:unlearn",
+                    "params:templates",
+                ],
                 outputs=["unlearned_model", "unlearn_metrics"],
                 name="unlearn_model_node",
             ),

@@ -3,7 +3,8 @@ import torch
 from datasets import Dataset
 
 from flat_pipeline.models.loading import load_causal_lm
-from flat_pipeline.training.flat import FLATCollator, FLATConfig, flat_step_loss, tokenize_templates, unlearn_flat
+from flat_pipeline.training.methods import flat_step
+from flat_pipeline.training.unlearn import UnlearnCollator, UnlearnConfig, tokenize_forget, unlearn
 
 
 @pytest.fixture
@@ -37,10 +38,10 @@ def reference_scores(model, batch, side, score):
 @pytest.mark.parametrize("score", ["prob", "logprob"])
 @pytest.mark.parametrize("divergence", ["kl", "js", "pearson", "tv"])
 def test_step_loss_equals_the_straightforward_computation(bundle, forget_templates, score, divergence):
-    encoded = tokenize_templates(forget_templates.select(range(6)), bundle.tokenizer, "plain", 512)
-    batch = FLATCollator(bundle.tokenizer.pad_token_id, "fixed", 0)([encoded[i] for i in range(6)])
-    config = FLATConfig(divergence=divergence, score=score)
-    loss, scores = flat_step_loss(bundle.model, batch, config)
+    encoded = tokenize_forget(forget_templates.select(range(6)), bundle.tokenizer, "plain", 512)
+    batch = UnlearnCollator(bundle.tokenizer.pad_token_id, "fixed", 0)([encoded[i] for i in range(6)])
+    config = UnlearnConfig(divergence=divergence, score=score)
+    loss, scores = flat_step(bundle.model, batch, None, config)
     from flat_pipeline.losses import flat_loss
 
     with torch.no_grad():
@@ -50,11 +51,11 @@ def test_step_loss_equals_the_straightforward_computation(bundle, forget_templat
 
 
 def test_collator_keeps_a_fixed_template_or_resamples_it_every_epoch(bundle, forget_templates):
-    encoded = tokenize_templates(forget_templates.select(range(8)), bundle.tokenizer, "plain", 512)
+    encoded = tokenize_forget(forget_templates.select(range(8)), bundle.tokenizer, "plain", 512)
     examples = [encoded[i] for i in range(8)]
 
     def templates_at(pairing, epoch):
-        collator = FLATCollator(bundle.tokenizer.pad_token_id, pairing, seed=0)
+        collator = UnlearnCollator(bundle.tokenizer.pad_token_id, pairing, seed=0)
         collator.epoch = epoch
         return collator(examples)["template_input_ids"].tolist()
 
@@ -70,8 +71,8 @@ def test_unlearning_raises_template_scores_and_lowers_forget_scores(bundle, forg
     # the KL weight on the forget side, exp(S_f - 1), is close to 0).
     rows = Dataset.from_dict({"question": forget_templates["prompt"], "answer": forget_templates["forget_answer"]})
     finetune(bundle, rows, FinetuneConfig(learning_rate=1e-2, num_train_epochs=30, per_device_train_batch_size=8))
-    config = FLATConfig(learning_rate=3e-3, num_train_epochs=3, per_device_train_batch_size=8)
-    _, history = unlearn_flat(bundle, forget_templates, config)
+    config = UnlearnConfig(learning_rate=3e-3, num_train_epochs=3, per_device_train_batch_size=8)
+    _, history = unlearn(bundle, forget_templates, config)
     forget, template = history["forget_score"], history["template_score"]
     assert len(history["unlearn_loss"]) == 15  # 40 items / 8 x 3 epochs, logged every step
     assert forget[0]["value"] > -1.0  # memorised
@@ -81,8 +82,8 @@ def test_unlearning_raises_template_scores_and_lowers_forget_scores(bundle, forg
 def test_a_non_finite_loss_stops_training_with_a_clear_error(bundle, forget_templates):
     with torch.no_grad():
         bundle.model.get_input_embeddings().weight.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="FLAT loss is nan at step 0"):
-        unlearn_flat(bundle, forget_templates, FLATConfig(num_train_epochs=1))
+    with pytest.raises(FloatingPointError, match="flat loss is nan at step 0"):
+        unlearn(bundle, forget_templates, UnlearnConfig(num_train_epochs=1))
 
 
 @pytest.mark.parametrize(
@@ -93,8 +94,9 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(bundle, forget_temp
         ({"code_compat": True, "score": "logprob"}, "code_compat"),
         ({"pairing": "shuffle"}, "templates.pairing"),
         ({"lr": 1e-4}, r"unknown key\(s\) \['lr'\]"),
+        ({"method": "gradient_ascent"}, "unlearn.method: expected one of"),
     ],
 )
 def test_bad_unlearn_parameters_fail_before_training(bad, match):
     with pytest.raises(ValueError, match=match):
-        FLATConfig.from_params(bad)
+        UnlearnConfig.from_params(bad)

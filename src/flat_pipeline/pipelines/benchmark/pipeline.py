@@ -1,0 +1,115 @@
+"""benchmark pipeline: one namespaced unlearn + evaluate per method, then the leaderboard.
+
+The methods are `BENCHMARK_METHODS` (namespace -> its entry in `benchmark.methods`, parameters_benchmark.yml); run a
+subset with `kedro run --pipelines benchmark --namespaces flat_kl,npo` (the leaderboard then needs the others' latest
+summaries in the catalog).
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets, evaluate, template_pool
+from flat_pipeline.pipelines.unlearn.nodes import unlearn_model
+
+from .nodes import leaderboard, method_parameters
+
+BENCHMARK_METHODS = (
+    "flat_kl",
+    "flat_js",
+    "flat_pearson",
+    "flat_tv",
+    "ga",
+    "gd",
+    "kl",
+    "npo",
+    "simnpo",
+    "idk_dpo",
+    "idk_nll",
+    "rmu",
+)
+SHARED = {"original_model", "forget_templates", "retain_set", "evaluation_sets", "template_pool", "retain_reference"}
+
+
+def _method(name: str) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=method_parameters,
+                inputs=["params:unlearn", f"params:benchmark.methods.{name}"],
+                outputs="unlearn_parameters",
+                name="method_parameters_node",
+            ),
+            Node(
+                func=unlearn_model,
+                inputs=[
+                    "original_model",
+                    "forget_templates",
+                    "retain_set",
+                    "params:model",
+                    "unlearn_parameters",
+                    "params:templates",
+                ],
+                outputs=["unlearned_model", "unlearn_metrics"],
+                name="unlearn_model_node",
+            ),
+            Node(
+                func=evaluate,
+                inputs=[
+                    "unlearned_model",
+                    "evaluation_sets",
+                    "template_pool",
+                    "retain_reference",
+                    "params:model",
+                    "params:data_prep",
+                    "params:evaluate",
+                ],
+                outputs=["evaluation_summary", "evaluation_items", "evaluation_metrics"],
+                name="evaluate_model_node",
+            ),
+        ],
+        namespace=name,
+        inputs=SHARED,
+        parameters={
+            "params:unlearn",
+            f"params:benchmark.methods.{name}",
+            "params:model",
+            "params:templates",
+            "params:data_prep",
+            "params:evaluate",
+        },
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    shared = Pipeline(
+        [
+            Node(
+                func=build_evaluation_sets,
+                inputs=["benchmark_splits", "forget_set", "holdout_set", "params:evaluate"],
+                outputs="evaluation_sets",
+                name="build_evaluation_sets_node",
+            ),
+            Node(func=template_pool, inputs="forget_templates", outputs="template_pool", name="template_pool_node"),
+        ]
+    )
+    summaries = {
+        "original_evaluation_summary": "original_evaluation_summary",
+        "retain_evaluation_summary": "retain_evaluation_summary",
+        **{f"{name}.evaluation_summary": f"{name}.evaluation_summary" for name in BENCHMARK_METHODS},
+    }
+    board = Pipeline(
+        [
+            Node(
+                func=leaderboard,
+                inputs={"benchmark_params": "params:benchmark", **summaries},
+                outputs=[
+                    "leaderboard_table",
+                    "leaderboard_markdown",
+                    "leaderboard_scatter",
+                    "leaderboard_table_artifact",
+                    "leaderboard_scatter_artifact",
+                ],
+                name="leaderboard_node",
+            )
+        ]
+    )
+    return shared + sum((_method(name) for name in BENCHMARK_METHODS), Pipeline([])) + board

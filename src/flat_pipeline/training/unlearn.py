@@ -1,0 +1,278 @@
+"""Unlearning with the Hugging Face Trainer: one config and one Trainer subclass for every method in `METHODS`.
+
+FLAT needs forget data and template answers only. The baselines read retain data and a frozen reference model when
+their `Method` entry says so; nothing else is built or tokenised. Only answer positions reach the LM head
+(`answer_logits`), so the cost does not grow with the full logits of every position as in the reference code
+(flat.md §1.3).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from flat_pipeline.batching import pad_batch
+from flat_pipeline.losses import DIVERGENCES, SCORES
+from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.prompts import encode_example
+from flat_pipeline.templates import PAIRINGS, pick_template
+from flat_pipeline.training.common import History, config_from_params, history_from_log, training_arguments
+from flat_pipeline.training.methods import METHODS, Method
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearnConfig:
+    """Unlearning hyperparameters: the method and its own settings, then the optimiser (`TrainingArguments` names)."""
+
+    method: str = "flat"
+    # FLAT
+    divergence: str = "kl"
+    score: str = "logprob"  # prob: the paper's mean token probability; logprob: mean token log-probability
+    code_compat: bool = False  # the reference code's batch-level probability score (flat.md §1.3)
+    pairing: str = "resample"  # fixed | resample: which template candidate each epoch trains on
+    # baselines (open-unlearning's defaults)
+    forget_weight: float = 1.0  # gamma
+    retain_weight: float = 1.0  # alpha
+    beta: float = 0.1  # NPO, IdkDPO; SimNPO uses 4.5
+    delta: float = 0.0  # SimNPO
+    rmu_layer: int = 1  # hidden-state index (0 = embeddings) that RMU steers
+    steering_coeff: float = 2.0  # RMU
+    # optimiser
+    learning_rate: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "constant"
+    num_train_epochs: float = 5
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    max_length: int = 512
+    seed: int = 0
+    logging_steps: int = 1
+    bf16: bool = False
+    fp16: bool = False
+    output_dir: str | None = None  # checkpoints (one per epoch, the last kept); None: a temporary folder
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"parameter unlearn.method: expected one of {sorted(METHODS)}, got '{self.method}'")
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(
+                f"parameter unlearn.divergence: expected one of {sorted(DIVERGENCES)}, got '{self.divergence}'"
+            )
+        if self.score not in SCORES:
+            raise ValueError(f"parameter unlearn.score: expected one of {SCORES}, got '{self.score}'")
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"parameter templates.pairing: expected one of {PAIRINGS}, got '{self.pairing}'")
+        if self.code_compat and self.score != "prob":
+            raise ValueError(
+                "parameter unlearn.code_compat: the reference code's form scores probabilities; set score=prob"
+            )
+
+    @property
+    def spec(self) -> Method:
+        return METHODS[self.method]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> UnlearnConfig:
+        return config_from_params(cls, params, "unlearn")
+
+
+class UnlearnCollator:
+    """Pads each side of a batch: forget answers, the item's template for the current epoch, a retain example.
+
+    Retain examples are drawn per forget item with a seeded generator, a new draw every epoch, as open-unlearning
+    pairs them.
+    """
+
+    def __init__(self, pad_token_id: int, pairing: str, seed: int, retain: Dataset | None = None) -> None:
+        self.pad_token_id, self.pairing, self.seed, self.retain = pad_token_id, pairing, seed, retain
+        self.epoch = 0
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        sides = {"forget": ([e["forget_input_ids"] for e in examples], [e["forget_labels"] for e in examples])}
+        if "template_input_ids" in examples[0]:
+            chosen = [
+                pick_template(range(len(e["template_input_ids"])), e["index"], self.epoch, self.seed, self.pairing)
+                for e in examples
+            ]
+            sides["template"] = (
+                [e["template_input_ids"][c] for e, c in zip(examples, chosen, strict=True)],
+                [e["template_labels"][c] for e, c in zip(examples, chosen, strict=True)],
+            )
+        if self.retain is not None:
+            drawn = [
+                self.retain[random.Random(f"{self.seed}-{self.epoch}-{e['index']}").randrange(len(self.retain))]
+                for e in examples
+            ]
+            sides["retain"] = ([r["input_ids"] for r in drawn], [r["labels"] for r in drawn])
+        batch: dict[str, torch.Tensor] = {}
+        for name, (ids, labels) in sides.items():
+            for key, value in pad_batch(ids, self.pad_token_id, labels=labels).items():
+                batch[f"{name}_{key}"] = value
+        return batch
+
+
+def tokenize_forget(
+    rows: Dataset, tokenizer: Any, prompt_format: str, max_length: int | None, with_templates: bool = True
+) -> Dataset:
+    """Token ids of each forget item's forget answer and (for methods that use them) of its template candidates."""
+
+    def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
+        forget = encode_example(tokenizer, row["forget_answer"], row["prompt"], prompt_format, max_length)
+        encoded: dict[str, Any] = {"index": index, "forget_input_ids": forget.input_ids, "forget_labels": forget.labels}
+        if with_templates:
+            templates = [
+                encode_example(tokenizer, answer, row["prompt"], prompt_format, max_length)
+                for answer in row["template_answers"]
+            ]
+            encoded["template_input_ids"] = [t.input_ids for t in templates]
+            encoded["template_labels"] = [t.labels for t in templates]
+        return encoded
+
+    return rows.map(encode, with_indices=True, remove_columns=rows.column_names, desc="tokenising forget set")
+
+
+def tokenize_retain(rows: Dataset, tokenizer: Any, prompt_format: str, max_length: int | None) -> Dataset:
+    """Token ids of retain QA pairs (rows with `question` and `answer`)."""
+
+    def encode(row: dict[str, Any]) -> dict[str, Any]:
+        encoded = encode_example(tokenizer, row["answer"], row["question"], prompt_format, max_length)
+        return {"input_ids": encoded.input_ids, "labels": encoded.labels}
+
+    return rows.map(encode, remove_columns=rows.column_names, desc="tokenising retain set")
+
+
+def frozen_reference(model: Any) -> Any:
+    """A frozen copy of the model before unlearning: eval mode, no gradients, same device and dtype."""
+    reference = copy.deepcopy(model)
+    reference.eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer, TrainerCallback
+
+    class EpochToCollator(TrainerCallback):
+        def __init__(self, collator: UnlearnCollator, on_epoch_end: Callable[[int], None] | None) -> None:
+            self.collator, self.on_epoch_end_hook = collator, on_epoch_end
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.collator.epoch = round(state.epoch or 0)
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.on_epoch_end_hook is not None:
+                self.on_epoch_end_hook(round(state.epoch))
+
+    class UnlearnTrainer(Trainer):
+        """HF Trainer whose loss is the configured method's; logs the method's own terms beside the loss."""
+
+        loss_is_scaled_for_ga = False  # the loss is a per-batch mean; the Trainer divides it over accumulation
+
+        def __init__(
+            self, *args, unlearn_config: UnlearnConfig, reference: Any = None, on_epoch_end=None, **kwargs
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            self.unlearn_config, self.reference = unlearn_config, reference
+            self.add_callback(EpochToCollator(self.data_collator, on_epoch_end))
+            self._log_sums: dict[str, Any] = {}
+            self._log_count = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.reference is not None:
+                parameter = next(model.parameters())
+                self.reference.to(device=parameter.device, dtype=parameter.dtype)  # no-op once moved
+            loss, logs = self.unlearn_config.spec.step(model, inputs, self.reference, self.unlearn_config)
+            if not torch.isfinite(loss):
+                readable = {key: round(value.item(), 4) for key, value in logs.items()}
+                raise FloatingPointError(
+                    f"{self.unlearn_config.method} loss is {loss.item()} at step {self.state.global_step} "
+                    f"({readable}); stopping. Checkpoints of earlier epochs stay in {self.args.output_dir}. Lower "
+                    f"unlearn.learning_rate (FLAT: or use unlearn.score=logprob)."
+                )
+            for key, value in logs.items():
+                self._log_sums[key] = self._log_sums.get(key, 0.0) + value  # tensors until logged
+            self._log_count += 1
+            return (loss, logs) if return_outputs else loss
+
+        def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+            if self._log_count and "loss" in logs:
+                for key, total in self._log_sums.items():
+                    logs[key] = float(total) / self._log_count
+                self._log_sums, self._log_count = {}, 0
+            super().log(logs, *args, **kwargs)
+
+    return UnlearnTrainer
+
+
+def _arguments(config: UnlearnConfig, output_dir: str, keep_checkpoints: bool) -> Any:
+    return training_arguments(
+        config,
+        output_dir,
+        save_strategy="epoch" if keep_checkpoints else "no",
+        save_total_limit=1 if keep_checkpoints else None,
+        save_only_model=True,
+    )
+
+
+def unlearn(
+    bundle: ModelBundle,
+    forget_templates: Dataset,
+    config: UnlearnConfig,
+    prompt_format: str = "plain",
+    *,
+    retain_rows: Dataset | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> tuple[ModelBundle, History]:
+    """Unlearn the forget answers of `forget_templates` (rows: prompt, forget_answer, template_answers) in place.
+
+    `retain_rows` (question, answer) are read only by methods that need retain data; a frozen copy of the model is
+    made only for methods that need a reference. `on_epoch_end(epoch)` is called after every epoch (e.g. to measure
+    selectivity as it develops). Returns the model and its per-step history: `unlearn_loss`, learning rate, gradient
+    norm and the method's own terms (FLAT: `template_score`, `forget_score`).
+    """
+    spec = config.spec
+    if spec.needs_retain and (retain_rows is None or len(retain_rows) == 0):
+        raise ValueError(f"unlearn method '{config.method}' needs retain data, and the retain set is empty")
+    tokenizer = bundle.tokenizer
+    train_set = tokenize_forget(forget_templates, tokenizer, prompt_format, config.max_length, spec.needs_templates)
+    retain = tokenize_retain(retain_rows, tokenizer, prompt_format, config.max_length) if spec.needs_retain else None
+    reference = frozen_reference(bundle.model) if spec.needs_reference else None
+    collator = UnlearnCollator(tokenizer.pad_token_id, config.pairing, config.seed, retain)
+    logger.info(
+        "unlearning %d forget items with %s (retain data: %s, reference model: %s)",
+        len(train_set),
+        config.method,
+        spec.needs_retain,
+        spec.needs_reference,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = _trainer_class()(
+            model=bundle.model,
+            args=_arguments(config, config.output_dir or scratch, keep_checkpoints=config.output_dir is not None),
+            train_dataset=train_set,
+            data_collator=collator,
+            unlearn_config=config,
+            reference=reference,
+            on_epoch_end=on_epoch_end,
+        )
+        trainer.train()
+    logged = {"loss": "unlearn_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+    logged.update({key: key for entry in trainer.state.log_history for key in entry if key not in logged})
+    logged = {
+        k: v for k, v in logged.items() if k not in ("epoch", "step", "total_flos") and not k.startswith("train_")
+    }
+    return bundle, history_from_log(trainer.state.log_history, logged)
