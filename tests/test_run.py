@@ -185,7 +185,8 @@ def test_benchmark_writes_a_leaderboard_that_the_notebook_reads(project, monkeyp
     run = mlflow.search_runs(experiment_names=["flat_pipeline"], order_by=["attributes.start_time DESC"]).iloc[0]
     assert {f"metrics.{m}.forget_quality" for m in BENCHMARK_METHODS} <= set(run.index)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.run_id, "leaderboard")}
-    assert artifacts == {"leaderboard/leaderboard.csv", "leaderboard/leaderboard_scatter.png"}
+    expected = ("leaderboard.csv", "leaderboard.md", "leaderboard_scatter.png")
+    assert artifacts == {f"leaderboard/{name}" for name in expected}
 
     monkeypatch.setenv("KEDRO_ENV", "test")
     notebook = nbformat.read(project / "notebooks" / "leaderboard.ipynb", as_version=4)

@@ -36,14 +36,14 @@ def method_parameters(unlearn_params: dict[str, Any], overrides: dict[str, Any])
 
 def leaderboard(
     benchmark_params: dict[str, Any], **summaries: dict[str, Any]
-) -> tuple[pd.DataFrame, str, Any, pd.DataFrame, Any]:
+) -> tuple[pd.DataFrame, str, Any, pd.DataFrame, str, Any]:
     """The methods' summaries side by side, with the original and retain models as reference rows.
 
     Rows are sorted by forget_quality (higher: closer to the retain model), ties by model_utility.
 
     Returns:
-        The table (CSV), the same as markdown, the forget_quality vs model_utility scatter, and the table and figure
-        again for the MLflow run.
+        The table (CSV), the same as markdown, the forget_quality vs model_utility scatter, and the three again for
+        the MLflow run.
     """
     rows = []
     for key, summary in summaries.items():
@@ -55,7 +55,7 @@ def leaderboard(
     table = table.reset_index(drop=True)
     markdown = _markdown(table, benchmark_params)
     figure = _scatter(table)
-    return table, markdown, figure, table, figure
+    return table, markdown, figure, table, markdown, figure
 
 
 def _markdown(table: pd.DataFrame, benchmark_params: dict[str, Any]) -> str:

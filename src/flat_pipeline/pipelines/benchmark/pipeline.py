@@ -7,7 +7,8 @@ summaries in the catalog).
 
 from kedro.pipeline import Node, Pipeline
 
-from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets, evaluate, template_pool
+from flat_pipeline.pipelines.evaluate.nodes import evaluate
+from flat_pipeline.pipelines.evaluate.pipeline import evaluation_inputs
 from flat_pipeline.pipelines.unlearn.nodes import unlearn_model
 
 from .nodes import leaderboard, method_parameters
@@ -80,17 +81,7 @@ def _method(name: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    shared = Pipeline(
-        [
-            Node(
-                func=build_evaluation_sets,
-                inputs=["benchmark_splits", "forget_set", "holdout_set", "params:evaluate"],
-                outputs="evaluation_sets",
-                name="build_evaluation_sets_node",
-            ),
-            Node(func=template_pool, inputs="forget_templates", outputs="template_pool", name="template_pool_node"),
-        ]
-    )
+    shared = evaluation_inputs()
     summaries = {
         "original_evaluation_summary": "original_evaluation_summary",
         "retain_evaluation_summary": "retain_evaluation_summary",
@@ -106,6 +97,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "leaderboard_markdown",
                     "leaderboard_scatter",
                     "leaderboard_table_artifact",
+                    "leaderboard_markdown_artifact",
                     "leaderboard_scatter_artifact",
                 ],
                 name="leaderboard_node",

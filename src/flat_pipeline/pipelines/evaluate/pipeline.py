@@ -13,8 +13,10 @@ def _outputs(role: str) -> list[str]:
     return [f"{role}_evaluation_summary", f"{role}_evaluation_items", f"{role}_evaluation_metrics"]
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    shared = Pipeline(
+def evaluation_inputs() -> Pipeline:
+    """The evaluation sets and the template pool, shared by every pipeline that evaluates (the same nodes, so
+    pipelines summed together run them once)."""
+    return Pipeline(
         [
             Node(
                 func=build_evaluation_sets,
@@ -25,6 +27,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(func=template_pool, inputs="forget_templates", outputs="template_pool", name="template_pool_node"),
         ]
     )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    shared = evaluation_inputs()
     retain = Pipeline(
         [
             Node(

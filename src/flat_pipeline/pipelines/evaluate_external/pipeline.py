@@ -2,22 +2,16 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets, evaluate, template_pool
+from flat_pipeline.pipelines.evaluate.nodes import evaluate
+from flat_pipeline.pipelines.evaluate.pipeline import evaluation_inputs
 
 ROLE = "external"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     outputs = [f"{ROLE}_evaluation_summary", f"{ROLE}_evaluation_items", f"{ROLE}_evaluation_metrics"]
-    return Pipeline(
+    return evaluation_inputs() + Pipeline(
         [
-            Node(
-                func=build_evaluation_sets,
-                inputs=["benchmark_splits", "forget_set", "holdout_set", "params:evaluate"],
-                outputs="evaluation_sets",
-                name="build_evaluation_sets_node",
-            ),
-            Node(func=template_pool, inputs="forget_templates", outputs="template_pool", name="template_pool_node"),
             Pipeline(
                 [
                     Node(
