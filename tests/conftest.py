@@ -12,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 from flat_pipeline.data.world import WorldConfig, generate_world  # noqa: E402
+from tests.kedro_runs import project  # noqa: E402, F401  (a fresh copy of the project, for KedroSession runs)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-ON_REQUEST = {"evaluate_external", "benchmark"}  # a model path at run time; 12 unlearning runs
+# Not in the default run: they need a model or log path at run time, or are long (benchmark: 12 unlearning runs).
+ON_REQUEST = {"evaluate_external", "benchmark", "import_models", "import_retain_logs"}
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -13,7 +14,7 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects; `__default__` runs them all but those
-        run on request: `evaluate_external` (needs `--params external_model=...`) and `benchmark` (12 methods).
+        in ON_REQUEST.
     """
     pipelines = find_pipelines(raise_errors=True)
     pipelines["__default__"] = sum(

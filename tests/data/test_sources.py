@@ -170,6 +170,17 @@ def test_bad_source_or_path_is_refused_before_reading(tmp_path):
         read_split_files(tmp_path)
 
 
+def test_missing_local_data_offline_says_what_to_download_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        DataValidationError, match=r"'locuslab/TOFU' is not a local file or folder, and the hub id"
+    ) as error:
+        load_source("tofu", "locuslab/TOFU")
+    assert "huggingface-cli download locuslab/TOFU --repo-type dataset --local-dir data/01_raw/tofu" in str(error.value)
+    with pytest.raises(DataValidationError, match=r"FLAT's repository \(data/hp/\) to data/01_raw/hp"):
+        load_source("hp", str(tmp_path / "hp"))
+
+
 def test_invalid_json_line_names_file_and_line(tmp_path):
     (tmp_path / "forget10.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": \n')
     with pytest.raises(DataValidationError, match=r"forget10.jsonl, line 2: not valid JSON"):

@@ -182,6 +182,38 @@ def read_split_files(path: str | Path) -> dict[str, tuple[list[Record], str]]:
 
 # ------------------------------------------------------------------------------------------- sources
 
+# Where each source's files come from, for the error that tells an offline user what to fetch.
+DOWNLOADS = {
+    "tofu": "huggingface-cli download locuslab/TOFU --repo-type dataset --local-dir data/01_raw/tofu",
+    "muse": "huggingface-cli download muse-bench/MUSE-News --repo-type dataset --local-dir data/01_raw/muse_news "
+    "(or muse-bench/MUSE-Books into data/01_raw/muse_books)",
+    "hp": "copy hp_qa.jsonl, hp.jsonl and hp_test_qa_200.jsonl from FLAT's repository (data/hp/) to data/01_raw/hp",
+}
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def resolve_source_path(source: str, path: str) -> Path:
+    """A local file or folder as given, or a hub dataset id downloaded to the local cache when the hub is reachable.
+
+    Raises:
+        DataValidationError: neither exists; the message says what to download and where to put it.
+    """
+    local = Path(path)
+    if local.exists():
+        return local
+    problem = f"parameter data_prep.path: '{path}' is not a local file or folder"
+    if _HUB_ID.fullmatch(path):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(repo_id=path, repo_type="dataset"))
+        except Exception as error:  # offline mode, no network, unknown repo: all end in the same advice
+            problem += f", and the hub id could not be fetched ({type(error).__name__})"
+    raise DataValidationError(
+        f"{problem}. On a machine with internet run `{DOWNLOADS.get(source, 'the download of the data set')}`, "
+        f"copy the folder to this project and set data_prep.path to it."
+    )
+
 
 def load_source(
     source: str, path: str | None = None, synthetic: Mapping[str, Any] | None = None
@@ -204,7 +236,7 @@ def load_source(
         raise DataValidationError(f"parameter data_prep.path: source '{source}' needs a file or folder, got {path!r}")
     renames = _RENAMES.get(source, {})
     splits = {}
-    for file_name, (rows, origin) in read_split_files(path).items():
+    for file_name, (rows, origin) in read_split_files(resolve_source_path(source, path)).items():
         name = renames.get(file_name, file_name)
         validate_split(source, name, rows, origin)
         splits[name] = rows
