@@ -38,7 +38,8 @@ class HFModelDataset(AbstractVersionedDataset[ModelBundle, ModelBundle]):
 
     @staticmethod
     def _folder_exists(path: str) -> bool:
-        return (Path(path) / "config.json").is_file()
+        # a full model, or a LoRA adapter saved alone (`lora.save: adapter`)
+        return (Path(path) / "config.json").is_file() or (Path(path) / "adapter_config.json").is_file()
 
     def load(self) -> ModelBundle:
         return load_causal_lm(str(self._get_load_path()), **self._load_args)

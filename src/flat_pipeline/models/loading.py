@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -59,9 +61,20 @@ def load_causal_lm(
 ) -> ModelBundle:
     """A causal LM and its tokenizer from a hub id or a local folder written by `save_pretrained`.
 
-    Offline (our machines), only local folders and ids already in the local cache load.
+    Offline (our machines), only local folders and ids already in the local cache load. A LoRA adapter folder
+    (`adapter_config.json`) loads onto the base model its config names.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_config = Path(name_or_path) / "adapter_config.json"
+    if adapter_config.is_file():
+        from flat_pipeline.models.lora import load_adapter
+
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        bundle = load_causal_lm(base, dtype, attn_implementation, gradient_checkpointing)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        ensure_pad_token(tokenizer)
+        return ModelBundle(load_adapter(name_or_path, bundle.model), tokenizer, source=name_or_path)
 
     torch_dtype = _torch_dtype(dtype)
     try:

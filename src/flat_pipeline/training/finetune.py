@@ -136,16 +136,27 @@ def finetune_from_params(
 ) -> tuple[ModelBundle, History]:
     """Build a fresh base model from `model_params` and finetune it as `finetune_params` say.
 
-    The history gains `train_exact_match` (teacher-forced, on the QA rows trained on) and `train_seconds`.
+    The history gains `train_exact_match` (teacher-forced, on the QA rows trained on) and `train_seconds`. With
+    `finetune.lora.enabled`, only LoRA adapters train, and the result is the merged model or the adapter
+    (`finetune.lora.save`).
     """
     import torch
 
     from flat_pipeline.models.loading import build_base_model
+    from flat_pipeline.models.lora import LoraSettings, add_lora, finish_lora
 
     config = FinetuneConfig.from_params(finetune_params["training"])
+    lora = LoraSettings.from_params(finetune_params.get("lora"), "finetune")
+    if lora.enabled and lora.save == "adapter" and model_params["source"] != "pretrained":
+        raise ValueError(
+            "parameter finetune.lora.save: 'adapter' needs model.source=pretrained (an adapter is loaded onto the "
+            "base model that model.name_or_path names); use 'merged' for the tiny Llama"
+        )
     if finetune_params.get("num_threads"):
         torch.set_num_threads(finetune_params["num_threads"])
     bundle = build_base_model(model_params, tokenizer)
+    if lora.enabled:
+        bundle.model = add_lora(bundle.model, lora)
     n_params = sum(p.numel() for p in bundle.model.parameters())
     logger.info("finetuning a %.2fM-parameter model on %d rows", n_params / 1e6, len(train_rows))
     started = time.perf_counter()
@@ -153,6 +164,8 @@ def finetune_from_params(
     seconds = time.perf_counter() - started
     exact_match = exact_match_rate(bundle, train_rows, model_params["prompt_format"], config.max_length)
     logger.info("finetune took %.0f s; teacher-forced exact match on its QA: %.4f", seconds, exact_match)
+    if lora.enabled:
+        bundle.model = finish_lora(bundle.model, lora)
     last_step = history["train_loss"][-1]["step"] if history["train_loss"] else 0
     history["train_exact_match"] = [{"step": last_step, "value": exact_match}]
     history["train_seconds"] = [{"step": last_step, "value": seconds}]

@@ -22,6 +22,7 @@ from datasets import Dataset
 from flat_pipeline.batching import pad_batch
 from flat_pipeline.losses import DIVERGENCES, SCORES
 from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.models.lora import AdapterDisabled, LoraSettings, add_lora, finish_lora
 from flat_pipeline.prompts import encode_example
 from flat_pipeline.templates import PAIRINGS, pick_template
 from flat_pipeline.training.common import History, config_from_params, history_from_log, training_arguments
@@ -64,8 +65,10 @@ class UnlearnConfig:
     bf16: bool = False
     fp16: bool = False
     output_dir: str | None = None  # checkpoints (one per epoch, the last kept); None: a temporary folder
+    lora: Mapping[str, Any] | None = None  # flat_pipeline.models.lora.LoraSettings; None: every weight trains
 
     def __post_init__(self) -> None:
+        self.lora_settings = LoraSettings.from_params(self.lora, "unlearn")
         if self.method not in METHODS:
             raise ValueError(f"parameter unlearn.method: expected one of {sorted(METHODS)}, got '{self.method}'")
         if self.divergence not in DIVERGENCES:
@@ -240,17 +243,28 @@ def unlearn(
     """Unlearn the forget answers of `forget_templates` (rows: prompt, forget_answer, template_answers) in place.
 
     `retain_rows` (question, answer) are read only by methods that need retain data; a frozen copy of the model is
-    made only for methods that need a reference. `on_epoch_end(epoch)` is called after every epoch (e.g. to measure
-    selectivity as it develops). Returns the model and its per-step history: `unlearn_loss`, learning rate, gradient
-    norm and the method's own terms (FLAT: `template_score`, `forget_score`).
+    made only for methods that need a reference (with `lora.enabled`, the model with its adapters off instead).
+    `on_epoch_end(epoch)` is called after every epoch (e.g. to measure selectivity as it develops).
+
+    Returns the model and its per-step history: `unlearn_loss`, learning rate, gradient norm and the method's own
+    terms (FLAT: `template_score`, `forget_score`).
     """
-    spec = config.spec
+    spec, lora = config.spec, config.lora_settings
     if spec.needs_retain and (retain_rows is None or len(retain_rows) == 0):
         raise ValueError(f"unlearn method '{config.method}' needs retain data, and the retain set is empty")
+    if lora.enabled and lora.save == "adapter" and bundle.source is None:
+        raise ValueError(
+            "parameter unlearn.lora.save: 'adapter' needs the original model loaded from a folder (the adapter is "
+            "loaded onto it later); use 'merged'"
+        )
     tokenizer = bundle.tokenizer
     train_set = tokenize_forget(forget_templates, tokenizer, prompt_format, config.max_length, spec.needs_templates)
     retain = tokenize_retain(retain_rows, tokenizer, prompt_format, config.max_length) if spec.needs_retain else None
-    reference = frozen_reference(bundle.model) if spec.needs_reference else None
+    if lora.enabled:
+        bundle.model = add_lora(bundle.model, lora)
+    reference = None
+    if spec.needs_reference:  # with LoRA the model itself, adapters off; else a frozen copy
+        reference = AdapterDisabled(bundle.model) if lora.enabled else frozen_reference(bundle.model)
     collator = UnlearnCollator(tokenizer.pad_token_id, config.pairing, config.seed, retain)
     logger.info(
         "unlearning %d forget items with %s (retain data: %s, reference model: %s)",
@@ -270,9 +284,11 @@ def unlearn(
             on_epoch_end=on_epoch_end,
         )
         trainer.train()
+    if lora.enabled:
+        bundle.model = finish_lora(bundle.model, lora)
+    # The method's own terms are logged under their names; the Trainer's end-of-run summary (train_*) is not.
     logged = {"loss": "unlearn_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
-    logged.update({key: key for entry in trainer.state.log_history for key in entry if key not in logged})
-    logged = {
-        k: v for k, v in logged.items() if k not in ("epoch", "step", "total_flos") and not k.startswith("train_")
-    }
+    for entry in trainer.state.log_history:
+        logged.update({key: key for key in entry if key not in logged and key not in ("epoch", "step")})
+    logged = {key: name for key, name in logged.items() if not key.startswith("train_") and key != "total_flos"}
     return bundle, history_from_log(trainer.state.log_history, logged)

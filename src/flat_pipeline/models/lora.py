@@ -1,0 +1,92 @@
+"""LoRA through peft, for finetuning and unlearning: train low-rank adapters instead of every weight, then save the
+merged model or the adapter alone.
+
+With LoRA, methods that need a reference model get the same model with its adapters switched off
+(`AdapterDisabled`) instead of a frozen copy: at the start of unlearning the adapters are zero, so this is exactly
+the starting model, and an 8B model is not held twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+LORA_SAVES = ("merged", "adapter")
+
+
+@dataclass
+class LoraSettings:
+    """A `lora:` parameter block (of `finetune` or `unlearn`)."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = field(default="all-linear")  # peft's shorthand: every linear layer but the head
+    save: str = "merged"  # merged: the adapters folded into the weights; adapter: the adapter folder alone
+
+    def __post_init__(self) -> None:
+        if self.save not in LORA_SAVES:
+            raise ValueError(f"parameter lora.save: expected one of {LORA_SAVES}, got '{self.save}'")
+        if self.r < 1:
+            raise ValueError(f"parameter lora.r: expected a positive rank, got {self.r}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None, block: str) -> LoraSettings:
+        from flat_pipeline.training.common import config_from_params
+
+        return config_from_params(cls, params or {}, f"{block}.lora")
+
+
+def is_lora(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def add_lora(model: Any, settings: LoraSettings) -> Any:
+    """The model wrapped with fresh LoRA adapters; only the adapters are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def finish_lora(model: Any, settings: LoraSettings) -> Any:
+    """After training: the plain model with the adapters merged in, or the adapter model as it is (`save: adapter`:
+    `save_pretrained` then writes the adapter alone, loaded later onto the base model it names)."""
+    return model.merge_and_unload() if settings.save == "merged" else model
+
+
+def load_adapter(path: str, base: Any) -> Any:
+    """An adapter folder written by `save_pretrained`, on its base model."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, path)
+
+
+class AdapterDisabled:
+    """A LoRA model seen with its adapters switched off, without gradients: the reference model for free."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad(), self.model.disable_adapter():
+            return self.model(*args, **kwargs)
+
+    __call__ = forward
+
+    def to(self, *args: Any, **kwargs: Any) -> AdapterDisabled:
+        return self  # it is the trained model itself, already in place
+
+    def parameters(self) -> Any:
+        return self.model.parameters()
