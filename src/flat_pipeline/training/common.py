@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 History = dict[str, list[dict[str, float]]]
@@ -39,8 +41,16 @@ def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda_available():
+        kwargs.update(use_cpu=True, ddp_backend="gloo")  # launched processes on a machine without GPUs
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def history_from_log(log_history: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> History:
@@ -51,3 +61,27 @@ def history_from_log(log_history: Sequence[Mapping[str, Any]], names: Mapping[st
             if key in entry and math.isfinite(float(entry[key])):
                 history[name].append({"step": int(entry["step"]), "value": float(entry[key])})
     return history
+
+
+def checkpointing(output_dir: str | None) -> dict[str, Any]:
+    """TrainingArguments for checkpoints: with an `output_dir`, a full checkpoint (weights, optimiser, scheduler,
+    random states) at every epoch end, the last one kept, so that a killed run can resume; without one, none."""
+    if output_dir is None:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "epoch", "save_total_limit": 1, "save_only_model": False}
+
+
+def resume_point(output_dir: str | None, resume: bool) -> str | None:
+    """The last checkpoint in `output_dir` to resume from, if resuming is asked for and one exists."""
+    if not resume or output_dir is None or not Path(output_dir).is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir)
+
+
+def save_trained(trainer: Any, tokenizer: Any, path: str) -> None:
+    """The trained model (shards gathered by the Trainer) and its tokenizer, written by the main process."""
+    trainer.save_model(path)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(path)

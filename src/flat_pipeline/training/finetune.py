@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from datasets import Dataset
@@ -19,7 +19,15 @@ from flat_pipeline.batching import PadCollator
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import IGNORE_INDEX, encode_example
 from flat_pipeline.scoring import answer_logits, score_answers
-from flat_pipeline.training.common import History, config_from_params, history_from_log, training_arguments
+from flat_pipeline.training.common import (
+    History,
+    checkpointing,
+    config_from_params,
+    history_from_log,
+    resume_point,
+    save_trained,
+    training_arguments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +53,8 @@ class FinetuneConfig:
     group_by_length: bool = True  # batches of similar length: passages are 10x longer than QA pairs
     bf16: bool = False
     fp16: bool = False
-    output_dir: str | None = None  # None: a temporary folder, nothing kept
+    output_dir: str | None = None  # checkpoints (every epoch, the last kept); None: a temporary folder, nothing kept
+    resume: bool = True  # continue from the last checkpoint in output_dir, if there is one
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FinetuneConfig:
@@ -58,7 +67,7 @@ def _arguments(config: FinetuneConfig, output_dir: str) -> Any:
         output_dir,
         lr_scheduler_kwargs={"min_lr_rate": config.min_lr_rate} if "min_lr" in config.lr_scheduler_type else {},
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        save_strategy="no",
+        **checkpointing(config.output_dir),
     )
 
 
@@ -115,9 +124,17 @@ def _trainer_class() -> type:
 
 
 def finetune(
-    bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt_format: str = "plain"
+    bundle: ModelBundle,
+    train_rows: Dataset,
+    config: FinetuneConfig,
+    prompt_format: str = "plain",
+    save_to: str | None = None,
 ) -> tuple[ModelBundle, History]:
-    """Train `bundle.model` in place on `train_rows`; returns it with its loss / learning-rate history."""
+    """Train `bundle.model` in place on `train_rows`; returns it with its loss / learning-rate history.
+
+    `save_to`: also write the trained model there through the Trainer, which gathers FSDP / DeepSpeed shards (every
+    launched process must call it; the main one writes).
+    """
     train_set = tokenize_rows(train_rows, bundle.tokenizer, prompt_format, config.max_length)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = _trainer_class()(
@@ -126,9 +143,28 @@ def finetune(
             train_dataset=train_set,
             data_collator=PadCollator(bundle.tokenizer.pad_token_id),
         )
-        trainer.train()
+        checkpoint = resume_point(config.output_dir, config.resume)
+        if checkpoint:
+            logger.info("resuming finetuning from %s", checkpoint)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        if save_to is not None:
+            save_trained(trainer, bundle.tokenizer, save_to)
     names = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
     return bundle, history_from_log(trainer.state.log_history, names)
+
+
+def finetune_with_lora(
+    bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt_format: str, lora: Any
+) -> tuple[ModelBundle, History]:
+    """`finetune`, with LoRA adapters added before and merged (or kept, `save: adapter`) after when enabled."""
+    from flat_pipeline.models.lora import add_lora, finish_lora
+
+    if lora.enabled:
+        bundle.model = add_lora(bundle.model, lora)
+    bundle, history = finetune(bundle, train_rows, config, prompt_format)
+    if lora.enabled:
+        bundle.model = finish_lora(bundle.model, lora)
+    return bundle, history
 
 
 def finetune_from_params(
@@ -142,8 +178,10 @@ def finetune_from_params(
     """
     import torch
 
+    from flat_pipeline.launch import LaunchSettings
+    from flat_pipeline.launch import run as run_launched
     from flat_pipeline.models.loading import build_base_model
-    from flat_pipeline.models.lora import LoraSettings, add_lora, finish_lora
+    from flat_pipeline.models.lora import LoraSettings
 
     config = FinetuneConfig.from_params(finetune_params["training"])
     lora = LoraSettings.from_params(finetune_params.get("lora"), "finetune")
@@ -152,20 +190,25 @@ def finetune_from_params(
             "parameter finetune.lora.save: 'adapter' needs model.source=pretrained (an adapter is loaded onto the "
             "base model that model.name_or_path names); use 'merged' for the tiny Llama"
         )
+    launch = LaunchSettings.from_params(finetune_params.get("launch"), "finetune")
+    if launch.num_processes > 1 and lora.enabled and lora.save == "adapter":
+        raise ValueError("parameter finetune.lora.save: with finetune.launch.num_processes > 1, use 'merged'")
     if finetune_params.get("num_threads"):
         torch.set_num_threads(finetune_params["num_threads"])
     bundle = build_base_model(model_params, tokenizer)
-    if lora.enabled:
-        bundle.model = add_lora(bundle.model, lora)
     n_params = sum(p.numel() for p in bundle.model.parameters())
     logger.info("finetuning a %.2fM-parameter model on %d rows", n_params / 1e6, len(train_rows))
     started = time.perf_counter()
-    bundle, history = finetune(bundle, train_rows, config, model_params["prompt_format"])
+    if launch.num_processes > 1:  # each process runs the lines below (LoRA included) on its share of the batches
+        bundle, history = run_launched(
+            "finetune", bundle, {"train": train_rows}, config, launch,
+            prompt_format=model_params["prompt_format"], lora=asdict(lora),
+        )  # fmt: skip
+    else:
+        bundle, history = finetune_with_lora(bundle, train_rows, config, model_params["prompt_format"], lora)
     seconds = time.perf_counter() - started
     exact_match = exact_match_rate(bundle, train_rows, model_params["prompt_format"], config.max_length)
     logger.info("finetune took %.0f s; teacher-forced exact match on its QA: %.4f", seconds, exact_match)
-    if lora.enabled:
-        bundle.model = finish_lora(bundle.model, lora)
     last_step = history["train_loss"][-1]["step"] if history["train_loss"] else 0
     history["train_exact_match"] = [{"step": last_step, "value": exact_match}]
     history["train_seconds"] = [{"step": last_step, "value": seconds}]

@@ -20,12 +20,22 @@ import torch
 from datasets import Dataset
 
 from flat_pipeline.batching import pad_batch
+from flat_pipeline.launch import LaunchSettings
+from flat_pipeline.launch import run as run_launched
 from flat_pipeline.losses import DIVERGENCES, SCORES
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.models.lora import AdapterDisabled, LoraSettings, add_lora, finish_lora
 from flat_pipeline.prompts import encode_example
 from flat_pipeline.templates import PAIRINGS, pick_template
-from flat_pipeline.training.common import History, config_from_params, history_from_log, training_arguments
+from flat_pipeline.training.common import (
+    History,
+    checkpointing,
+    config_from_params,
+    history_from_log,
+    resume_point,
+    save_trained,
+    training_arguments,
+)
 from flat_pipeline.training.methods import METHODS, Method
 
 logger = logging.getLogger(__name__)
@@ -65,10 +75,13 @@ class UnlearnConfig:
     bf16: bool = False
     fp16: bool = False
     output_dir: str | None = None  # checkpoints (one per epoch, the last kept); None: a temporary folder
+    resume: bool = True  # continue from the last checkpoint in output_dir, if there is one
     lora: Mapping[str, Any] | None = None  # flat_pipeline.models.lora.LoraSettings; None: every weight trains
+    launch: Mapping[str, Any] | None = None  # flat_pipeline.launch.LaunchSettings; None: this process only
 
     def __post_init__(self) -> None:
         self.lora_settings = LoraSettings.from_params(self.lora, "unlearn")
+        self.launch_settings = LaunchSettings.from_params(self.launch, "unlearn")
         if self.method not in METHODS:
             raise ValueError(f"parameter unlearn.method: expected one of {sorted(METHODS)}, got '{self.method}'")
         if self.divergence not in DIVERGENCES:
@@ -221,14 +234,8 @@ def _trainer_class() -> type:
     return UnlearnTrainer
 
 
-def _arguments(config: UnlearnConfig, output_dir: str, keep_checkpoints: bool) -> Any:
-    return training_arguments(
-        config,
-        output_dir,
-        save_strategy="epoch" if keep_checkpoints else "no",
-        save_total_limit=1 if keep_checkpoints else None,
-        save_only_model=True,
-    )
+def _arguments(config: UnlearnConfig, output_dir: str) -> Any:
+    return training_arguments(config, output_dir, **checkpointing(config.output_dir))
 
 
 def unlearn(
@@ -239,12 +246,14 @@ def unlearn(
     *,
     retain_rows: Dataset | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    save_to: str | None = None,
 ) -> tuple[ModelBundle, History]:
     """Unlearn the forget answers of `forget_templates` (rows: prompt, forget_answer, template_answers) in place.
 
     `retain_rows` (question, answer) are read only by methods that need retain data; a frozen copy of the model is
     made only for methods that need a reference (with `lora.enabled`, the model with its adapters off instead).
-    `on_epoch_end(epoch)` is called after every epoch (e.g. to measure selectivity as it develops).
+    `on_epoch_end(epoch)` is called after every epoch (e.g. to measure selectivity as it develops). `save_to`: also
+    write the trained model there through the Trainer (gathering FSDP / DeepSpeed shards; not with LoRA).
 
     Returns the model and its per-step history: `unlearn_loss`, learning rate, gradient norm and the method's own
     terms (FLAT: `template_score`, `forget_score`).
@@ -252,6 +261,11 @@ def unlearn(
     spec, lora = config.spec, config.lora_settings
     if spec.needs_retain and (retain_rows is None or len(retain_rows) == 0):
         raise ValueError(f"unlearn method '{config.method}' needs retain data, and the retain set is empty")
+    if config.launch_settings.num_processes > 1:  # each launched process comes back here with launch unset
+        if on_epoch_end is not None or lora.save == "adapter" and lora.enabled:
+            raise ValueError("unlearn.launch.num_processes > 1 supports neither on_epoch_end nor lora.save=adapter")
+        rows = {"forget": forget_templates, "retain": retain_rows if spec.needs_retain else None}
+        return run_launched("unlearn", bundle, rows, config, config.launch_settings, prompt_format=prompt_format)
     if lora.enabled and lora.save == "adapter" and bundle.source is None:
         raise ValueError(
             "parameter unlearn.lora.save: 'adapter' needs the original model loaded from a folder (the adapter is "
@@ -276,14 +290,19 @@ def unlearn(
     with tempfile.TemporaryDirectory() as scratch:
         trainer = _trainer_class()(
             model=bundle.model,
-            args=_arguments(config, config.output_dir or scratch, keep_checkpoints=config.output_dir is not None),
+            args=_arguments(config, config.output_dir or scratch),
             train_dataset=train_set,
             data_collator=collator,
             unlearn_config=config,
             reference=reference,
             on_epoch_end=on_epoch_end,
         )
-        trainer.train()
+        checkpoint = resume_point(config.output_dir, config.resume)
+        if checkpoint:
+            logger.info("resuming unlearning from %s", checkpoint)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        if save_to is not None and not lora.enabled:
+            save_trained(trainer, tokenizer, save_to)
     if lora.enabled:
         bundle.model = finish_lora(bundle.model, lora)
     # The method's own terms are logged under their names; the Trainer's end-of-run summary (train_*) is not.

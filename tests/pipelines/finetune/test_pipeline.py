@@ -99,7 +99,7 @@ def test_the_embedded_original_model_memorises_forget_and_retain_qa(benchmark, f
     params["train_splits"] = ["full"]
     original_rows, _ = build_training_sets(benchmark, forget_set, holdout_set, params)
     tokenizer = prepare_tokenizer(original_rows, MODEL)
-    bundle, history = finetune_model(original_rows, tokenizer, MODEL, params)
+    bundle, history = finetune_model(original_rows, tokenizer, MODEL, params, "original")
     assert exact_match(bundle, small_world["forget10"]) >= 0.95
     assert exact_match(bundle, small_world["retain90"]) >= 0.95
     assert history["train_exact_match"][0]["value"] >= 0.95
@@ -110,5 +110,5 @@ def test_a_pretrained_model_from_a_local_folder_is_finetuned_by_parameters_alone
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in benchmark["forget01"]])
     tokenizer = prepare_tokenizer(rows, params)
     assert len(tokenizer) == 1024  # the model's own tokenizer, not one trained on the data
-    bundle, history = finetune_model(rows, tokenizer, params, finetune_params(logging_steps=1))
+    bundle, history = finetune_model(rows, tokenizer, params, finetune_params(logging_steps=1), "original")
     assert bundle.model.config.vocab_size == 1024 and len(history["train_loss"]) == 4  # 2 batches x 2 epochs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -28,10 +29,14 @@ COLUMNS = [
 ]
 
 
-def method_parameters(unlearn_params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def method_parameters(unlearn_params: dict[str, Any], overrides: dict[str, Any], name: str) -> dict[str, Any]:
     """The `unlearn` parameters with one method's entry of `benchmark.methods` on top: every method shares the
-    optimiser, learning rate, epochs and batch size of `unlearn` unless its entry says otherwise."""
-    return {**unlearn_params, **overrides}
+    optimiser, learning rate, epochs and batch size of `unlearn` unless its entry says otherwise. Checkpoints
+    (`unlearn.output_dir`) go to a folder of the method's own, so that no method resumes from another's."""
+    merged = {**unlearn_params, **overrides}
+    if merged.get("output_dir"):
+        merged["output_dir"] = str(Path(merged["output_dir"]) / name)
+    return merged
 
 
 def leaderboard(

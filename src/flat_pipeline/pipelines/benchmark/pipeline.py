@@ -5,6 +5,8 @@ subset with `kedro run --pipelines benchmark --namespaces flat_kl,npo` (the lead
 summaries in the catalog).
 """
 
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Node, Pipeline
 
 from flat_pipeline.pipelines.evaluate.nodes import evaluate
@@ -34,7 +36,7 @@ def _method(name: str) -> Pipeline:
     return Pipeline(
         [
             Node(
-                func=method_parameters,
+                func=update_wrapper(partial(method_parameters, name=name), method_parameters),
                 inputs=["params:unlearn", f"params:benchmark.methods.{name}"],
                 outputs="unlearn_parameters",
                 name="method_parameters_node",

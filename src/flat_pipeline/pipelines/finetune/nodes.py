@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict
@@ -46,12 +47,18 @@ def prepare_tokenizer(original_train_set: Dataset, model_params: dict[str, Any])
 
 
 def finetune_model(
-    train_set: Dataset, tokenizer: Any, model_params: dict[str, Any], finetune_params: dict[str, Any]
+    train_set: Dataset, tokenizer: Any, model_params: dict[str, Any], finetune_params: dict[str, Any], role: str
 ) -> tuple[ModelBundle, dict[str, Any]]:
     """Finetune a fresh base model on `train_set`.
+
+    With `finetune.training.output_dir` set, the `role` model's checkpoints go to `<output_dir>/<role>`, and a
+    killed run resumes from there.
 
     Returns:
         The trained model with its tokenizer, and its metric history (loss, learning rate, gradient norm, the
         teacher-forced exact match on the QA rows it trained on, and the training time).
     """
-    return finetune_from_params(train_set, tokenizer, model_params, finetune_params)
+    training = finetune_params["training"]
+    if training.get("output_dir"):
+        training = {**training, "output_dir": str(Path(training["output_dir"]) / role)}
+    return finetune_from_params(train_set, tokenizer, model_params, {**finetune_params, "training": training})

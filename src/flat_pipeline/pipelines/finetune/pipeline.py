@@ -1,5 +1,7 @@
 """finetune pipeline definition: one namespaced copy of the training node per model role."""
 
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import build_training_sets, finetune_model, prepare_tokenizer
@@ -7,11 +9,11 @@ from .nodes import build_training_sets, finetune_model, prepare_tokenizer
 MODEL_ROLES = ("original", "retain")
 
 
-def _finetune_template() -> Pipeline:
+def _finetune_template(role: str) -> Pipeline:
     return Pipeline(
         [
             Node(
-                func=finetune_model,
+                func=update_wrapper(partial(finetune_model, role=role), finetune_model),
                 inputs=["train_set", "base_tokenizer", "params:model", "params:finetune"],
                 outputs=["model", "training_metrics"],
                 name="finetune_model_node",
@@ -39,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     per_role = [
         Pipeline(
-            _finetune_template(),
+            _finetune_template(role),
             namespace=role,
             inputs={"train_set": f"{role}_train_set", "base_tokenizer": "base_tokenizer"},
             outputs={"model": f"{role}_model", "training_metrics": f"{role}_training_metrics"},
