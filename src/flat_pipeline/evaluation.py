@@ -38,8 +38,6 @@ from flat_pipeline.training.common import config_from_params
 
 logger = logging.getLogger(__name__)
 
-QA_SETS = ("forget", "retain", "ra", "wf", "holdout")
-TEXT_SETS = ("forget_passages", "holdout_passages")
 ANSWER_ONLY_SETS = {"holdout"}  # membership-inference negatives: only their true answers are scored
 
 
