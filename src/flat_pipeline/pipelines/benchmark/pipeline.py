@@ -9,9 +9,8 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from flat_pipeline.pipelines.evaluate.nodes import evaluate
-from flat_pipeline.pipelines.evaluate.pipeline import evaluation_inputs
-from flat_pipeline.pipelines.unlearn.nodes import unlearn_model
+from flat_pipeline.pipelines.evaluate.pipeline import PARAMS, evaluate_node, evaluation_inputs
+from flat_pipeline.pipelines.unlearn.pipeline import unlearn_node
 
 from .nodes import leaderboard, method_parameters
 
@@ -41,43 +40,16 @@ def _method(name: str) -> Pipeline:
                 outputs="unlearn_parameters",
                 name="method_parameters_node",
             ),
-            Node(
-                func=unlearn_model,
-                inputs=[
-                    "original_model",
-                    "forget_templates",
-                    "retain_set",
-                    "params:model",
-                    "unlearn_parameters",
-                    "params:templates",
-                ],
-                outputs=["unlearned_model", "unlearn_metrics"],
-                name="unlearn_model_node",
-            ),
-            Node(
-                func=evaluate,
-                inputs=[
-                    "unlearned_model",
-                    "evaluation_sets",
-                    "template_pool",
-                    "retain_reference",
-                    "params:model",
-                    "params:data_prep",
-                    "params:evaluate",
-                ],
-                outputs=["evaluation_summary", "evaluation_items", "evaluation_metrics"],
-                name="evaluate_model_node",
-            ),
+            unlearn_node("unlearn_parameters"),
+            evaluate_node("unlearned_model", ["evaluation_summary", "evaluation_items", "evaluation_metrics"]),
         ],
         namespace=name,
         inputs=SHARED,
         parameters={
             "params:unlearn",
             f"params:benchmark.methods.{name}",
-            "params:model",
             "params:templates",
-            "params:data_prep",
-            "params:evaluate",
+            *PARAMS,
         },
     )
 

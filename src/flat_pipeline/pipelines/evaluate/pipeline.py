@@ -13,6 +13,16 @@ def _outputs(role: str) -> list[str]:
     return [f"{role}_evaluation_summary", f"{role}_evaluation_items", f"{role}_evaluation_metrics"]
 
 
+def evaluate_node(model: str, outputs: list[str]) -> Node:
+    """The node that evaluates `model` against the pinned `retain_reference` (wrapped in a namespace by its users)."""
+    return Node(
+        func=evaluate,
+        inputs=[model, "evaluation_sets", "template_pool", "retain_reference", *PARAMS],
+        outputs=outputs,
+        name="evaluate_model_node",
+    )
+
+
 def evaluation_inputs() -> Pipeline:
     """The evaluation sets and the template pool, shared by every pipeline that evaluates (the same nodes, so
     pipelines summed together run them once)."""
@@ -47,14 +57,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     compared = [
         Pipeline(
-            [
-                Node(
-                    func=evaluate,
-                    inputs=[f"{role}_model", "evaluation_sets", "template_pool", "retain_reference", *PARAMS],
-                    outputs=_outputs(role),
-                    name="evaluate_model_node",
-                )
-            ],
+            [evaluate_node(f"{role}_model", _outputs(role))],
             namespace=role,
             inputs={f"{role}_model", "evaluation_sets", "template_pool", "retain_reference"},
             outputs=set(_outputs(role)),
