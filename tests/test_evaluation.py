@@ -13,6 +13,7 @@ from flat_pipeline.evaluation import (
     EvaluateConfig,
     RetainReference,
     check_metrics,
+    completion_rows,
     evaluate_model,
     evaluate_retain_model,
     evaluation_sets,
@@ -33,17 +34,25 @@ def bundle(tiny_model_dir):
     return load_causal_lm(str(tiny_model_dir))
 
 
+ROLES = {
+    "retain": "retain_perturbed",
+    "ra": "real_authors_perturbed",
+    "wf": "world_facts_perturbed",
+    "completion": "passages",
+    "perplexity": "passages",
+    "forget_knowmem_shots": "real_authors_perturbed",
+    "retain_knowmem_shots": "real_authors_perturbed",
+}
+
+
 @pytest.fixture(scope="module")
-def sets(small_world):
-    split = lambda name: Dataset.from_list(small_world[name])  # noqa: E731
-    qa = {
-        "forget": split("forget10_perturbed"),
-        "retain": split("retain_perturbed"),
-        "ra": split("real_authors_perturbed"),
-        "wf": split("world_facts_perturbed"),
-        "holdout": split("holdout10"),
-    }
-    return evaluation_sets(qa, split("passages"), qa["forget"], qa["holdout"])
+def benchmark(small_world):
+    return {name: Dataset.from_list(rows) for name, rows in small_world.items()}
+
+
+@pytest.fixture(scope="module")
+def sets(benchmark):
+    return evaluation_sets(benchmark, ROLES, benchmark["forget10_perturbed"], benchmark["holdout10"], 10)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +61,44 @@ def retain_run(bundle, sets):
 
 
 def test_evaluation_sets_hold_every_role_and_the_passages_of_forget_and_holdout_authors(sets, small_world):
-    assert set(sets) == {"forget", "retain", "ra", "wf", "holdout", "forget_passages", "holdout_passages"}
+    assert set(sets) == {
+        *("forget", "retain", "ra", "wf", "holdout", "forget_completion", "holdout_text"),
+        *("forget_knowmem", "retain_knowmem", "forget_knowmem_shots", "retain_knowmem_shots"),
+    }
+    assert sets["forget_knowmem"] is sets["forget"] and sets["retain_knowmem"] is sets["retain"]
     forget_authors = {r["author"] for r in small_world["forget10"]}
-    assert set(sets["forget_passages"]["author"]) == forget_authors
-    assert len(sets["holdout_passages"]) == len({r["author"] for r in small_world["holdout10"]})
+    forget_passages = [p for p in small_world["passages"] if p["author"] in forget_authors]
+    assert len(sets["forget_completion"]) == len(forget_passages)
+    prompt, reference = sets["forget_completion"][0]["prompt"], sets["forget_completion"][0]["reference"]
+    assert f"{prompt} {reference}" == forget_passages[0]["text"] and len(prompt.split()) == 10
+    assert set(sets["holdout_text"]["author"]) == {r["author"] for r in small_world["holdout10"]}
+
+
+def test_completion_sets_read_hp_and_muse_fields_as_given():
+    hp = Dataset.from_list([{"prompt": "Go on: Harry looked", "response": "at the door."}])
+    muse = Dataset.from_list([{"prompt": "The minister said", "gt": "on Tuesday that"}])
+    assert completion_rows(hp, 3)[0] == {"prompt": "Go on: Harry looked", "reference": "at the door."}
+    assert completion_rows(muse, 3)[0] == {"prompt": "The minister said", "reference": "on Tuesday that"}
+    with pytest.raises(ValueError, match="expected prompt/response, prompt/gt or text"):
+        completion_rows(Dataset.from_list([{"question": "q", "answer": "a"}]), 3)
+
+
+def test_raw_text_sets_are_scored_whole_for_the_membership_attacks(bundle, benchmark):
+    forget, holdout = benchmark["passages"].select(range(4)), benchmark["passages"].select(range(4, 8))
+    sets = evaluation_sets(
+        {"forget_texts": forget, "holdout_texts": holdout},
+        {"forget": "forget_texts", "holdout": "holdout_texts"},
+        benchmark["forget10_perturbed"],
+        benchmark["holdout10"],
+        10,
+    )
+    summary, ctx = evaluate_model(bundle, sets, ["mia_loss", "mia_min_k", "extraction_strength"], FAST)
+    examples = [encode_example(bundle.tokenizer, text) for text in forget["text"]]
+    alone = score_answers(bundle.model, examples, bundle.tokenizer.pad_token_id, batch_size=1)
+    expected = [-sum(s.token_logprobs) / len(s.token_logprobs) for s in alone]
+    assert ctx.items["forget"]["mia_loss"] == pytest.approx(expected, abs=1e-5)
+    assert ctx.items["forget"]["text"] == forget["text"]
+    assert 0 <= summary["mia_loss"] <= 1 and 0 <= summary["extraction_strength"] <= 1
 
 
 def test_every_registered_metric_is_computed_and_the_retain_model_is_its_own_reference(retain_run):
@@ -67,7 +110,17 @@ def test_every_registered_metric_is_computed_and_the_retain_model_is_its_own_ref
     assert summary["holdout_perplexity"] > 1
     for name, value in summary.items():
         assert not math.isnan(value), name
+    assert summary["forget_quality_gap"] == pytest.approx(0.0)
     assert reference.forget_split == "forget10" and len(reference.forget_truth_ratio) == 40
+    assert set(reference.completion) == {"forget_copyright_BLEU", "forget_copyright_ROUGE"}
+
+
+def test_the_reference_holds_only_what_the_requested_metrics_compare_with(bundle, sets):
+    _, _, reference = evaluate_retain_model(bundle, sets, ["forget_copyright_BLEU"], FAST, forget_split="forget10")
+    assert reference.forget_truth_ratio == [] and reference.mia_min_k is None and reference.completion == {}
+    reference.check("forget10", tokenizer_fingerprint(bundle.tokenizer), 7)  # no truth ratios: no item count
+    with pytest.raises(ValueError, match="forget_quality needs the retain model's per-item forget truth ratios"):
+        evaluate_model(bundle, sets, ["forget_quality"], FAST, reference=reference)
 
 
 def test_q_a_prob_is_the_mean_of_per_item_answer_probabilities(bundle, sets, retain_run):
@@ -85,7 +138,7 @@ def test_per_item_table_has_one_record_per_item_and_set(sets, retain_run):
     forget = [r for r in records if r["set"] == "forget"]
     assert len(forget) == len(sets["forget"])
     assert {"question", "answer", "generation", "Q_A_Prob", "Q_A_ROUGE", "truth_ratio", "mia_min_k"} <= set(forget[0])
-    assert any(r["set"] == "forget_passages" and "continuation" in r for r in records)
+    assert any(r["set"] == "forget_completion" and "continuation" in r for r in records)
 
 
 def test_another_model_is_compared_with_the_pinned_reference(bundle, sets, retain_run):
@@ -113,8 +166,9 @@ def test_reference_from_another_split_or_tokenizer_is_refused(bundle, retain_run
 def test_unknown_metric_or_missing_set_fails_before_any_model_work(sets):
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['forget_qualty'\]"):
         check_metrics(["forget_qualty"], sets)
-    without_passages = {k: v for k, v in sets.items() if "passages" not in k}
-    with pytest.raises(ValueError, match=r"'forget_verbmem_ROUGE' needs the evaluation set\(s\) \['forget_passages'\]"):
+    without_passages = {k: v for k, v in sets.items() if k != "forget_completion"}
+    needs = r"'forget_verbmem_ROUGE' needs the evaluation set\(s\) \['forget_completion'\]"
+    with pytest.raises(ValueError, match=needs):
         check_metrics(["forget_verbmem_ROUGE"], without_passages)
     with pytest.raises(ValueError, match="unknown key"):
         EvaluateConfig.from_params({"max_new_token": 3})

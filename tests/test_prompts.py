@@ -14,6 +14,8 @@ def test_prompt_formats():
     assert format_prompt("Who?") == "Question: Who?\nAnswer:"
     assert format_prompt("Who?", "llama2_chat") == "[INST] Who? [/INST]"
     assert format_prompt("Who?", instruction="Refuse.") == "Refuse.\nQuestion: Who?\nAnswer:"
+    assert format_prompt("Continue: Harry", "hp") == "### Question: Continue: Harry\n### Answer:"
+    assert format_prompt("The minister said", "completion") == "The minister said"
     with pytest.raises(ValueError, match="model.prompt_format"):
         format_prompt("Who?", "alpaca")
 
@@ -33,7 +35,7 @@ def test_chat_template_format_uses_the_tokenizers_template(tokenizer):
         tokenizer.chat_template = None
 
 
-@pytest.mark.parametrize("prompt_format", ["plain", "llama2_chat"])
+@pytest.mark.parametrize("prompt_format", ["plain", "llama2_chat", "hp", "completion"])
 def test_prompt_is_an_exact_token_prefix_and_only_the_answer_is_labelled(tokenizer, prompt_format):
     question, answer = "Where was Eymar Lundgaard born?", "Eymar Lundgaard was born in Bergen, Norway."
     encoded = encode_example(tokenizer, answer, question, prompt_format)

@@ -6,10 +6,15 @@ each question's prompt run once. Metric names follow open-unlearning's (`forget_
 `forget_Q_A_ROUGE`, ...) so our numbers read against its tables; definitions in spec/benchmarks-and-metrics.md
 §1.4 and §8.
 
-Evaluation sets (`EvalSets`, built by `evaluation_sets`):
-- QA sets `forget`, `retain`, `ra` (real authors), `wf` (world facts), `holdout`: rows with `question`, `answer`
-  and, where the metric needs them, `paraphrased_answer` and `perturbed_answer` (a list);
-- text sets `forget_passages`, `holdout_passages`: rows with `text`, for completion metrics and perplexity.
+Evaluation sets (`EvalSets`, built by `evaluation_sets` from the roles in `evaluate.sets`):
+- `forget`, `holdout`: QA rows (`question`, `answer`, and where a metric needs them `paraphrased_answer` and
+  `perturbed_answer`, a list), or raw texts (`text`: MUSE's privleak splits), whose true answers or texts the
+  membership attacks and extraction metrics score;
+- `retain`, `ra` (real authors), `wf` (world facts): QA rows as above;
+- `forget_completion`: `prompt` and `reference` rows (the start of a forget text and its true continuation: HP's
+  hp_test_qa_200, MUSE's verbmem forget, the synthetic forget authors' passages cut after some words);
+- `holdout_text`: texts never trained on, for perplexity;
+- `forget_knowmem`, `retain_knowmem` and their `_shots`: QA rows for MUSE's in-context KnowMem.
 
 Adding a metric is one function of the context plus one `METRICS` entry naming the sets it needs.
 """
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from flat_pipeline.data.text_chunks import split_passage
 from flat_pipeline.generation import greedy_generate
 from flat_pipeline.metrics import completion, mia, tofu
 from flat_pipeline.metrics.text import exact_match, rouge_l_recall, template_like
@@ -50,13 +56,15 @@ class EvaluateConfig:
     generation_batch_size: int = 64
     mia_k: float = 0.4  # Min-K% and Min-K%++ keep the lowest 40 % of token scores
     template_threshold: float = 0.5  # ROUGE-L F1 to the nearest template that makes an answer "template-like"
-    completion_prompt_words: int = 30  # passage words given as the prompt (FLAT's HP task: 200)
+    completion_prompt_words: int = 30  # words of a text split given as the prompt (HP and MUSE bring their own cut)
+    completion_prompt_template: str = "{prompt}"  # HP: "### Question: {prompt}\n" (FLAT's evaluate.py)
     completion_max_new_tokens: int = 128  # MUSE VerbMem: 128
     reference_quirks: bool = False  # FLAT's HP evaluation quirks (spec flat.md B13) for the copyright metrics
     knowmem_shots: int = 3  # in-context QA pairs before each KnowMem question
     knowmem_items: int | None = 100  # questions per KnowMem set (None: all)
     knowmem_max_new_tokens: int = 32
     max_items: int | None = None  # cap every QA set (None: all), e.g. TOFU's original 300
+    max_length: int = 2048  # tokens of a scored text (MUSE's privleak articles), as MUSE's training length
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> EvaluateConfig:
@@ -70,8 +78,9 @@ class RetainReference:
     forget_split: str
     retain_model: str
     tokenizer: str | None  # None: from a reference log, which does not say (the check is skipped)
-    forget_truth_ratio: list[float]
+    forget_truth_ratio: list[float]  # empty where no forget_quality was asked for (MUSE, HP)
     mia_min_k: float | None  # None: privleak falls back to 0.5, as the reference does
+    completion: dict[str, float] = field(default_factory=dict)  # copyright BLEU / ROUGE, for forget_quality_gap
 
     def check(self, forget_split: str, tokenizer: str, n_forget: int) -> None:
         """Raise if these numbers were computed for another forget split, tokenizer or forget set size."""
@@ -80,7 +89,7 @@ class RetainReference:
             problems.append(f"forget split '{self.forget_split}', this evaluation uses '{forget_split}'")
         if self.tokenizer is not None and self.tokenizer != tokenizer:
             problems.append(f"tokenizer {self.tokenizer}, this model's is {tokenizer}")
-        if len(self.forget_truth_ratio) != n_forget:
+        if self.forget_truth_ratio and len(self.forget_truth_ratio) != n_forget:
             problems.append(f"{len(self.forget_truth_ratio)} forget items, this evaluation has {n_forget}")
         if problems:
             raise ValueError(
@@ -127,19 +136,62 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 EvalSets = dict[str, Dataset]
 
 
+def _rows_of(split: Dataset, owners: Dataset | None) -> Dataset:
+    """The rows of a split that has an `author` field whose author owns an item of `owners` (all rows otherwise)."""
+    if "author" not in split.column_names or owners is None or "author" not in owners.column_names:
+        return split
+    authors = set(owners["author"])
+    return split.filter(lambda row: row["author"] in authors)
+
+
+def completion_rows(split: Dataset, prompt_words: int) -> Dataset:
+    """`prompt` and `reference` rows: HP's prompt/response and MUSE's prompt/gt as given, texts cut after
+    `prompt_words` words."""
+    for prompt, reference in (("prompt", "response"), ("prompt", "gt")):
+        if {prompt, reference} <= set(split.column_names):
+            return Dataset.from_dict({"prompt": split[prompt], "reference": split[reference]})
+    if "text" in split.column_names:
+        pairs = [split_passage(text, prompt_words) for text in split["text"]]
+        return Dataset.from_dict({"prompt": [p for p, _ in pairs], "reference": [r for _, r in pairs]})
+    raise ValueError(
+        f"evaluation set 'completion' has fields {split.column_names}: expected prompt/response, prompt/gt or text"
+    )
+
+
 def evaluation_sets(
-    qa_sets: Mapping[str, Dataset | None], passages: Dataset | None, forget: Dataset, holdout: Dataset | None
+    benchmark: Mapping[str, Dataset],
+    roles: Mapping[str, str | None],
+    forget: Dataset,
+    holdout: Dataset | None,
+    completion_prompt_words: int,
 ) -> EvalSets:
-    """The QA sets by role plus the forget and holdout authors' passages (where the source has passages)."""
-    sets = {name: rows for name, rows in qa_sets.items() if rows is not None and len(rows)}
-    if passages is not None and "author" in passages.column_names:
-        for name, owners in (("forget_passages", forget), ("holdout_passages", holdout)):
-            if owners is not None and "author" in owners.column_names:
-                authors = set(owners["author"])
-                chosen = passages.filter(lambda row, a=authors: row["author"] in a)
-                if len(chosen):
-                    sets[name] = chosen
-    return sets
+    """The evaluation sets by role (see the module docstring) from the benchmark splits `roles` names.
+
+    `forget` and `holdout` default to data_prep's sets, `forget_knowmem` / `retain_knowmem` to the forget / retain
+    sets; the completion set keeps the forget authors' texts and the perplexity set the holdout authors', where rows
+    name an author. A role set to null or left out is absent, and so are empty sets.
+    """
+    missing = [split for split in roles.values() if split is not None and split not in benchmark]
+    if missing:
+        raise ValueError(
+            f"parameter evaluate.sets: split(s) {missing} not in the benchmark; available: {sorted(benchmark)}"
+        )
+
+    def split(role: str) -> Dataset | None:
+        return benchmark[roles[role]] if roles.get(role) else None
+
+    sets: dict[str, Dataset | None] = {
+        "forget": split("forget") or forget,
+        "holdout": split("holdout") or holdout,
+        **{role: split(role) for role in ("retain", "ra", "wf", "forget_knowmem_shots", "retain_knowmem_shots")},
+    }
+    sets["forget_knowmem"] = split("forget_knowmem") or sets["forget"]
+    sets["retain_knowmem"] = split("retain_knowmem") or sets["retain"]
+    if roles.get("completion"):
+        sets["forget_completion"] = completion_rows(_rows_of(split("completion"), forget), completion_prompt_words)
+    if roles.get("perplexity"):
+        sets["holdout_text"] = _rows_of(split("perplexity"), holdout)
+    return {name: rows for name, rows in sets.items() if rows is not None and len(rows)}
 
 
 @dataclass
@@ -184,15 +236,19 @@ class EvalContext:
             prompts, candidates = [], []
             answer_only = set_name in ANSWER_ONLY_SETS
             for row in rows:
-                texts = [row["answer"]]
-                if not answer_only:
-                    texts += [row["paraphrased_answer"]] if "paraphrased_answer" in rows.column_names else []
-                    texts += row.get("perturbed_answer") or []
-                encoded = [encode_example(tokenizer, t, row["question"], self.prompt_format) for t in texts]
+                if "question" not in row:  # a raw text: scored whole, after bos
+                    encoded = [encode_example(tokenizer, row["text"], max_length=self.config.max_length)]
+                else:
+                    texts = [row["answer"]]
+                    if not answer_only:
+                        texts += [row["paraphrased_answer"]] if "paraphrased_answer" in rows.column_names else []
+                        texts += row.get("perturbed_answer") or []
+                    encoded = [encode_example(tokenizer, t, row["question"], self.prompt_format) for t in texts]
                 prompts.append(encoded[0].input_ids[: encoded[0].prompt_length])
                 candidates.append([e.input_ids[e.prompt_length :] for e in encoded])
-            self.record(set_name, "question", rows["question"])
-            self.record(set_name, "answer", rows["answer"])
+            for column in ("question", "answer", "text"):
+                if column in rows.column_names:
+                    self.record(set_name, column, rows[column])
             logger.info("scoring %d candidate answers of '%s'", sum(map(len, candidates)), set_name)
             return score_candidates(
                 self.bundle.model,
@@ -248,13 +304,17 @@ class EvalContext:
     # ------------------------------------------------------------------------------------------ text sets
 
     def continuations(self) -> tuple[list[str], list[str]]:
-        """Greedy continuations of the forget passages' first words, and the true continuations."""
+        """Greedy continuations of the forget completion prompts, and the true continuations."""
 
         def compute() -> tuple[list[str], list[str]]:
-            rows = self.sets["forget_passages"]
+            rows = self.rows("forget_completion")
             tokenizer = self.bundle.tokenizer
-            pairs = [completion.split_passage(text, self.config.completion_prompt_words) for text in rows["text"]]
-            prompts = [[tokenizer.bos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p, _ in pairs]
+            template = self.config.completion_prompt_template
+            bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+            prompts = [
+                [*bos, *tokenizer(template.format(prompt=p), add_special_tokens=False)["input_ids"]]
+                for p in rows["prompt"]
+            ]
             max_new_tokens = self.config.completion_max_new_tokens
             if self.config.reference_quirks:  # FLAT's max_length counts the prompt
                 max_new_tokens = completion.quirk_max_new_tokens(max(map(len, prompts)))
@@ -266,18 +326,18 @@ class EvalContext:
                 batch_size=self.config.generation_batch_size,
                 progress=True,
             )
-            references = [rest for _, rest in pairs]
-            self.record("forget_passages", "prompt", [p for p, _ in pairs])
-            self.record("forget_passages", "continuation", generated)
-            return generated, references
+            self.record("forget_completion", "prompt", rows["prompt"])
+            self.record("forget_completion", "continuation", generated)
+            return generated, list(rows["reference"])
 
         return self._cached("continuations", compute)
 
     def knowmem_answers(self, set_name: str) -> tuple[list[str], list[str]]:
-        """MUSE-style KnowMem: in-context QA (shots from the real-authors set), greedy short answers, cut."""
+        """MUSE KnowMem on `forget_knowmem` / `retain_knowmem`: in-context QA (shots from its `_shots` set), greedy
+        short answers."""
 
         def compute() -> tuple[list[str], list[str]]:
-            shots_rows = self.sets["ra"]
+            shots_rows = self.sets[f"{set_name}_shots"]
             shots = list(zip(shots_rows["question"], shots_rows["answer"], strict=True))[: self.config.knowmem_shots]
             rows = self.rows(set_name)
             if self.config.knowmem_items is not None:
@@ -298,7 +358,8 @@ class EvalContext:
     def passage_scores(self, set_name: str) -> list[CandidateScore]:
         def compute() -> list[Any]:
             tokenizer = self.bundle.tokenizer
-            examples = [encode_example(tokenizer, text) for text in self.sets[set_name]["text"]]
+            texts = self.sets[set_name]["text"]
+            examples = [encode_example(tokenizer, text, max_length=self.config.max_length) for text in texts]
             return score_answers(self.bundle.model, examples, tokenizer.pad_token_id, self.config.scoring_batch_size)
 
         return self._cached(("passage_scores", set_name), compute)
@@ -356,8 +417,11 @@ def truth_ratio(ctx: EvalContext, set_name: str) -> float:
 
 def forget_quality(ctx: EvalContext) -> float:
     """KS-test p-value between this model's and the retain model's per-item forget truth ratios."""
-    if ctx.reference is None:
-        raise ValueError("forget_quality needs the retain model's reference (retain_reference)")
+    if ctx.reference is None or not ctx.reference.forget_truth_ratio:
+        raise ValueError(
+            "forget_quality needs the retain model's per-item forget truth ratios (retain_reference): evaluate the "
+            "retain model with forget_quality in evaluate.metrics"
+        )
     return tofu.forget_quality(ctx.truth_ratios("forget"), ctx.reference.forget_truth_ratio)
 
 
@@ -380,7 +444,8 @@ def exact_memorization(ctx: EvalContext) -> float:
 
 def _attack_scores(ctx: EvalContext, set_name: str, attack: str) -> list[float]:
     score = mia.MIA_ATTACKS[attack]
-    answers = ctx.rows(set_name)["answer"]
+    rows = ctx.rows(set_name)
+    answers = rows["answer"] if "answer" in rows.column_names else rows["text"]
     return [
         score({"logprobs": s.token_logprobs, "z_scores": s.z_scores, "text": a}, ctx.config.mia_k)
         for s, a in zip(ctx.answer_scores(set_name), answers, strict=True)
@@ -404,11 +469,26 @@ def privleak(ctx: EvalContext) -> float:
 
 
 def copyright_metric(ctx: EvalContext, key: str) -> float:
-    """FLAT's copyright completion on the forget passages: BLEU (0-100) or ROUGE-L recall of greedy continuations."""
+    """FLAT's copyright completion on the forget completion set: BLEU (0-100) or ROUGE-L recall of greedy
+    continuations."""
     generated, references = ctx.continuations()
     values = completion.copyright_scores(generated, references, ctx.config.reference_quirks)[key]
-    ctx.record("forget_passages", f"copyright_{key}", values)
+    ctx.record("forget_completion", f"copyright_{key}", values)
     return _mean(values)
+
+
+COPYRIGHT_METRICS = ("forget_copyright_BLEU", "forget_copyright_ROUGE")
+
+
+def forget_quality_gap(ctx: EvalContext) -> float:
+    """FLAT's HP "Forget Quality Gap": |BLEU - BLEU_retain| + |ROUGE-L - ROUGE-L_retain| on the completion set, BLEU
+    on 0-100 and ROUGE-L recall on 0-1 as computed (the paper's exact formula and scale are not known, spec §3.4)."""
+    if ctx.reference is None or not ctx.reference.completion:
+        raise ValueError(
+            "forget_quality_gap needs the retain model's copyright BLEU and ROUGE (retain_reference): evaluate the "
+            "retain model with forget_quality_gap in evaluate.metrics"
+        )
+    return sum(abs(ctx.metric(name) - ctx.reference.completion[name]) for name in COPYRIGHT_METRICS)
 
 
 def verbmem(ctx: EvalContext) -> float:
@@ -418,7 +498,7 @@ def verbmem(ctx: EvalContext) -> float:
     tokenizer, budget = ctx.bundle.tokenizer, ctx.config.completion_max_new_tokens
     cut = [tokenizer.decode(tokenizer(ref, add_special_tokens=False)["input_ids"][:budget]) for ref in references]
     values = completion.verbmem_rouge(generated, cut)
-    ctx.record("forget_passages", "verbmem_ROUGE", values)
+    ctx.record("forget_completion", "verbmem_ROUGE", values)
     return _mean(values)
 
 
@@ -468,12 +548,17 @@ METRICS: dict[str, Metric] = {
     "exact_memorization": Metric(exact_memorization, ("forget",)),
     **{f"mia_{attack}": Metric(partial(mia_auc, attack=attack), ("forget", "holdout")) for attack in mia.MIA_ATTACKS},
     "privleak": Metric(privleak, ("forget", "holdout"), needs_reference=True),
-    "forget_copyright_BLEU": Metric(partial(copyright_metric, key="bleu"), ("forget_passages",)),
-    "forget_copyright_ROUGE": Metric(partial(copyright_metric, key="rouge_l_recall"), ("forget_passages",)),
-    "forget_verbmem_ROUGE": Metric(verbmem, ("forget_passages",)),
-    "forget_knowmem_ROUGE": Metric(partial(knowmem, set_name="forget"), ("forget", "ra")),
-    "retain_knowmem_ROUGE": Metric(partial(knowmem, set_name="retain"), ("retain", "ra")),
-    "holdout_perplexity": Metric(partial(perplexity, set_name="holdout_passages"), ("holdout_passages",)),
+    "forget_copyright_BLEU": Metric(partial(copyright_metric, key="bleu"), ("forget_completion",)),
+    "forget_copyright_ROUGE": Metric(partial(copyright_metric, key="rouge_l_recall"), ("forget_completion",)),
+    "forget_quality_gap": Metric(forget_quality_gap, ("forget_completion",), needs_reference=True),
+    "forget_verbmem_ROUGE": Metric(verbmem, ("forget_completion",)),
+    **{
+        f"{role}_knowmem_ROUGE": Metric(
+            partial(knowmem, set_name=f"{role}_knowmem"), (f"{role}_knowmem", f"{role}_knowmem_shots")
+        )
+        for role in ("forget", "retain")
+    },
+    "holdout_perplexity": Metric(partial(perplexity, set_name="holdout_text"), ("holdout_text",)),
 }
 
 
@@ -529,16 +614,18 @@ def evaluate_retain_model(
     prompt_format: str = "plain",
     templates: Sequence[str] = (),
 ) -> tuple[dict[str, float], EvalContext, RetainReference]:
-    """Evaluate the retain model against itself (forget_quality 1, privleak 0) and return its pinned reference:
-    its per-item forget truth ratios and Min-K% AUC, with the split, model and tokenizer they came from."""
+    """Evaluate the retain model against itself (forget_quality 1, privleak 0, forget_quality_gap 0) and return its
+    pinned reference: what the requested metrics compare with (per-item forget truth ratios for forget_quality, the
+    Min-K% AUC for privleak, copyright BLEU / ROUGE for forget_quality_gap), with the split, model and tokenizer."""
     check_metrics(metric_names, sets)
     ctx = EvalContext(bundle, sets, config, prompt_format, templates)
     ctx.reference = RetainReference(
         forget_split=forget_split,
         retain_model=bundle.source or "unknown",
         tokenizer=tokenizer_fingerprint(bundle.tokenizer),
-        forget_truth_ratio=[float(r) for r in ctx.truth_ratios("forget")],
-        mia_min_k=ctx.metric("mia_min_k"),
+        forget_truth_ratio=[float(r) for r in ctx.truth_ratios("forget")] if "forget_quality" in metric_names else [],
+        mia_min_k=ctx.metric("mia_min_k") if "privleak" in metric_names else None,
+        completion={n: ctx.metric(n) for n in COPYRIGHT_METRICS} if "forget_quality_gap" in metric_names else {},
     )
     return run_metrics(ctx, metric_names), ctx, ctx.reference
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-PROMPT_FORMATS = ("plain", "llama2_chat", "chat_template")
+PROMPT_FORMATS = ("plain", "llama2_chat", "chat_template", "hp", "completion")
 IGNORE_INDEX = -100
 
 
@@ -21,7 +21,9 @@ def format_prompt(
 
     - `plain`: `Question: {q}\\nAnswer:` (TOFU with Phi-1.5 / Llama-2 base, MUSE);
     - `llama2_chat`: `[INST] {q} [/INST]` (TOFU with Llama-2-chat);
-    - `chat_template`: the tokenizer's own chat template with a generation prompt.
+    - `chat_template`: the tokenizer's own chat template with a generation prompt;
+    - `hp`: `### Question: {q}\\n### Answer:` (FLAT's Harry Potter task, flat.md §3.1);
+    - `completion`: the question is the start of a text and the answer its continuation (MUSE's forget text).
     """
     if prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"parameter model.prompt_format: expected one of {PROMPT_FORMATS}, got '{prompt_format}'")
@@ -34,10 +36,13 @@ def format_prompt(
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
-    if prompt_format == "llama2_chat":
-        content = f"{instruction}\n{question}" if instruction else question
-        return f"[INST] {content} [/INST]"
     prefix = f"{instruction}\n" if instruction else ""
+    if prompt_format == "completion":
+        return prefix + question
+    if prompt_format == "hp":
+        return f"{prefix}### Question: {question}\n### Answer:"
+    if prompt_format == "llama2_chat":
+        return f"[INST] {prefix}{question} [/INST]"
     return f"{prefix}Question: {question}\nAnswer:"
 
 

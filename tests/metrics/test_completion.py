@@ -10,24 +10,10 @@ from flat_pipeline.metrics.completion import (
     knowmem_rouge,
     quirk_max_new_tokens,
     rouge_l_f1,
-    split_passage,
     verbmem_rouge,
 )
 
 MAT = "the cat sat on the mat"
-
-
-def test_split_passage():
-    assert split_passage("a b c d", 1) == ("a", "b c d")
-    assert split_passage("a b c d", 3) == ("a b c", "d")
-    # White space inside each part is kept; around the cut and the text it is dropped.
-    assert split_passage("  a\nb  c\n\nd e ", 2) == ("a\nb", "c\n\nd e")
-
-
-@pytest.mark.parametrize("prompt_words", [0, 4, 5])
-def test_split_passage_needs_words_on_both_sides(prompt_words):
-    with pytest.raises(ValueError, match="prompt_words"):
-        split_passage("a b c d", prompt_words)
 
 
 def test_bleu_golden():

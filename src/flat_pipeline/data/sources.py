@@ -58,7 +58,7 @@ SCHEMAS: dict[str, tuple[SplitSchema, ...]] = {
     "muse": (
         SplitSchema(r"verbmem_forget", {"prompt": "str", "gt": "str"}),
         SplitSchema(r"knowmem_(forget|retain)_qa(_icl)?", _QA),
-        SplitSchema(r"(privleak|raw|scal|sust)_\w+", _TEXT),
+        SplitSchema(r"(privleak|raw|scal|sust|train)_\w+", _TEXT),
     ),
 }
 SCHEMAS["synthetic"] = SCHEMAS["tofu"]

@@ -12,9 +12,11 @@ logger = logging.getLogger(__name__)
 
 
 def training_rows(split: Dataset) -> list[dict[str, str | None]]:
-    """QA rows keep their question; raw texts (passages, MUSE documents) train as text with no prompt."""
-    if "question" in split.column_names and "answer" in split.column_names:
-        return [{"question": r["question"], "answer": r["answer"]} for r in split]
+    """QA rows keep their question (HP's prompt/response read as question/answer); raw texts (passages, MUSE
+    documents, HP's book text) train as text with no prompt."""
+    for question, answer in (("question", "answer"), ("prompt", "response")):
+        if question in split.column_names and answer in split.column_names:
+            return [{"question": r[question], "answer": r[answer]} for r in split]
     if "text" in split.column_names:
         return [{"question": None, "answer": r["text"]} for r in split]
     raise ValueError(f"training split with columns {split.column_names}: expected question/answer or text")
@@ -28,10 +30,15 @@ def _item_keys(split: Dataset) -> tuple[set[str], set[str]]:
 
 
 def build_training_sets(
-    splits: Mapping[str, Dataset], train_splits: Sequence[str], forget: Dataset, holdout: Dataset
+    splits: Mapping[str, Dataset],
+    train_splits: Sequence[str],
+    forget: Dataset,
+    holdout: Dataset,
+    forget_split: str | None = None,
 ) -> tuple[Dataset, Dataset]:
     """The original model's rows (every `train_splits` row but holdout items) and the retain model's (the same
-    without forget items). An item belongs to a split by its author, where rows name one, or by its question.
+    without forget items). An item belongs to a split by its author, where rows name one, or by its question; every
+    row of the split named `forget_split` is a forget item (raw forget text has neither author nor question).
     """
     missing = [name for name in train_splits if name not in splits]
     if missing:
@@ -51,7 +58,7 @@ def build_training_sets(
             if member(row, author, holdout_keys):
                 continue
             original.append(row)
-            if not member(row, author, forget_keys):
+            if name != forget_split and not member(row, author, forget_keys):
                 retain.append(row)
     logger.info("training data: original %d rows, retain %d rows", len(original), len(retain))
     return Dataset.from_list(original), Dataset.from_list(retain)

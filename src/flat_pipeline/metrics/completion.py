@@ -1,13 +1,12 @@
 """Metrics on text continuations: the copyright (HP) scores of FLAT's `evaluate.py` and MUSE's VerbMem / KnowMem.
 
-Pure text functions: generation happens elsewhere; these only cut passages, build prompts and score strings.
+Pure text functions: generation happens elsewhere; these only build prompts and score strings.
 Every scorer takes `(generated, references)` and returns one float per example; `flat_pipeline.evaluation.METRICS`
 registers the metrics built on them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -17,23 +16,6 @@ from flat_pipeline.prompts import format_prompt
 # FLAT's evaluate.py prefixes every reference with this (spec flat.md §3.4).
 QUIRK_REFERENCE_PREFIX = "### Answer: "
 KNOWMEM_STOP_MARKERS = ("\n\n", "Question")
-
-
-def split_passage(text: str, prompt_words: int) -> tuple[str, str]:
-    """The first `prompt_words` whitespace-separated words of `text` and the rest (the continuation reference).
-
-    White space inside each part is kept as written (newlines matter for news text); the white space between the
-    two parts and around the whole text is dropped.
-    """
-    if prompt_words < 1:
-        raise ValueError(f"prompt_words must be at least 1, got {prompt_words}")
-    words = list(re.finditer(r"\S+", text))
-    if len(words) <= prompt_words:
-        raise ValueError(
-            f"prompt_words={prompt_words} leaves nothing to continue: the text has only {len(words)} words"
-        )
-    cut = words[prompt_words - 1].end()
-    return text[words[0].start() : cut], text[cut:].strip()
 
 
 def bleu(generated: Sequence[str], references: Sequence[str]) -> list[float]:

@@ -162,10 +162,11 @@ def tokenize_forget(
 
 
 def tokenize_retain(rows: Dataset, tokenizer: Any, prompt_format: str, max_length: int | None) -> Dataset:
-    """Token ids of retain QA pairs (rows with `question` and `answer`)."""
+    """Token ids of retain QA pairs (rows with `question` and `answer`) or raw texts (rows with `text`)."""
 
     def encode(row: dict[str, Any]) -> dict[str, Any]:
-        encoded = encode_example(tokenizer, row["answer"], row["question"], prompt_format, max_length)
+        question, answer = (row["question"], row["answer"]) if "question" in row else (None, row["text"])
+        encoded = encode_example(tokenizer, answer, question, prompt_format, max_length)
         return {"input_ids": encoded.input_ids, "labels": encoded.labels}
 
     return rows.map(encode, remove_columns=rows.column_names, desc="tokenising retain set")

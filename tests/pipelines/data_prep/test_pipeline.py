@@ -63,6 +63,22 @@ def test_hp_source_without_retain_data_gives_an_empty_retain_set(tmp_path):
     assert len(retain) == 0 and set(retain.column_names) == {"question", "answer"} and len(holdout) == 0
 
 
+def test_muse_raw_text_becomes_prompt_continuation_pairs_and_retain_chunks(tmp_path):
+    (tmp_path / "raw").mkdir()
+    forget_doc = " ".join(f"f{i}" for i in range(10))
+    retain_doc = " ".join(f"r{i}" for i in range(7))
+    (tmp_path / "raw" / "forget.json").write_text(json.dumps([{"text": forget_doc}]))
+    (tmp_path / "raw" / "retain1.json").write_text(json.dumps([{"text": retain_doc}]))
+    p = params(source="muse", path=str(tmp_path), forget_split="raw_forget", retain_split="raw_retain1")
+    with pytest.raises(ValueError, match="parameter data_prep.text_chunks: split 'raw_forget' is raw text"):
+        select_unlearning_sets(load_benchmark(p), p)
+    p["text_chunks"] = {"chunk_words": 4, "prompt_words": 2}
+    forget, retain, _ = select_unlearning_sets(load_benchmark(p), p)
+    # chunks of 4 words: the 2-word tail "f8 f9" has nothing after its prompt and is dropped
+    assert forget.to_list() == [{"question": "f0 f1", "answer": "f2 f3"}, {"question": "f4 f5", "answer": "f6 f7"}]
+    assert retain["text"] == ["r0 r1 r2 r3", "r4 r5 r6"]
+
+
 def test_bad_split_parameter_stops_the_first_node():
     with pytest.raises(DataValidationError, match="data_prep.retain_split"):
         load_benchmark(params(retain_split="retain80"))

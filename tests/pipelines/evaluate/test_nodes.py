@@ -11,7 +11,9 @@ SETS = {
     "retain": "retain_perturbed",
     "ra": "real_authors_perturbed",
     "wf": "world_facts_perturbed",
-    "passages": "passages",
+    "completion": "passages",
+    "perplexity": "passages",
+    "forget_knowmem_shots": "real_authors_perturbed",
 }
 
 
@@ -34,8 +36,11 @@ def test_sets_by_role(benchmark):
         "retain": 40,
         "ra": 100,
         "wf": 120,
-        "forget_passages": 2,
-        "holdout_passages": 2,
+        "forget_completion": 2,
+        "holdout_text": 2,
+        "forget_knowmem": 40,
+        "retain_knowmem": 40,
+        "forget_knowmem_shots": 100,
     }
 
 
@@ -55,7 +60,7 @@ def test_a_metric_whose_set_the_source_lacks_is_refused(benchmark):
             benchmark,
             benchmark["forget10_perturbed"],
             benchmark["holdout10"],
-            params(["forget_verbmem_ROUGE"], passages=None),
+            params(["forget_verbmem_ROUGE"], completion=None),
         )
 
 

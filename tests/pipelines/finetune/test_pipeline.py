@@ -56,6 +56,21 @@ def test_retain_training_data_is_the_original_minus_every_forget_item(benchmark,
     assert len(original) - len(retain) == len(forget_set) + len(set(forget_set["author"]))
 
 
+def test_a_raw_text_forget_split_leaves_the_retain_data_whole():
+    # MUSE: the forget split is raw text (no author, no question); HP's forget QA arrives as prompt/response
+    benchmark = {
+        "raw_forget": Dataset.from_list([{"text": "forget doc"}]),
+        "raw_retain1": Dataset.from_list([{"text": "retain doc"}]),
+        "hp": Dataset.from_list([{"prompt": "p", "response": "r"}]),
+    }
+    empty = Dataset.from_dict({"question": [], "answer": []})
+    forget = Dataset.from_list([{"question": "forget", "answer": "doc"}])
+    params = {**finetune_params(), "train_splits": ["raw_forget", "raw_retain1", "hp"]}
+    original, retain = build_training_sets(benchmark, forget, empty, params, {"forget_split": "raw_forget"})
+    assert original["answer"] == ["forget doc", "retain doc", "r"] and original["question"] == [None, None, "p"]
+    assert retain["answer"] == ["retain doc", "r"]
+
+
 def test_unknown_training_split_is_refused(benchmark, forget_set, holdout_set):
     params = {**finetune_params(), "train_splits": ["full", "books"]}
     with pytest.raises(ValueError, match=r"finetune.train_splits.*'books'"):
@@ -70,6 +85,7 @@ def test_pipeline_trains_the_original_and_the_retain_model(benchmark, forget_set
             "holdout_set": MemoryDataset(holdout_set),
             "params:model": MemoryDataset({**MODEL, "tokenizer": {"vocab_size": 1024}}),
             "params:finetune": MemoryDataset(finetune_params()),
+            "params:data_prep": MemoryDataset({"forget_split": "forget10"}),
             "base_tokenizer": MemoryDataset(copy_mode="assign"),
         }
     )

@@ -8,6 +8,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, Value
 
 from flat_pipeline.data.sources import UnlearningSplits, check_disjoint, load_source, resolve_roles
+from flat_pipeline.data.text_chunks import chunk_text, completion_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,25 @@ def _as_role(dataset: Dataset) -> Dataset:
     return dataset.rename_columns(renames) if renames else dataset
 
 
+def _is_text(dataset: Dataset) -> bool:
+    return "text" in dataset.column_names and "question" not in dataset.column_names
+
+
+def _text_chunks(params: dict[str, Any], split: str) -> dict[str, int]:
+    chunks = params.get("text_chunks")
+    if not chunks or not {"chunk_words", "prompt_words"} <= set(chunks):
+        raise ValueError(
+            f"parameter data_prep.text_chunks: split '{split}' is raw text; set chunk_words and prompt_words to cut "
+            f"it into (prompt, continuation) pairs, got {chunks!r}"
+        )
+    return chunks
+
+
 def select_unlearning_sets(benchmark: DatasetDict, params: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     """The forget, retain and holdout sets; a role the source does not fill is an empty set.
+
+    A raw-text forget split (MUSE) becomes (prompt, continuation) pairs of its chunks, and a raw-text retain split
+    chunks of text (`data_prep.text_chunks`; see flat_pipeline.data.text_chunks for why).
 
     Args:
         benchmark: every split of the source.
@@ -67,10 +85,18 @@ def select_unlearning_sets(benchmark: DatasetDict, params: dict[str, Any]) -> tu
     """
     roles = _roles(params, list(benchmark))
     forget = _as_role(benchmark[roles.forget])
+    if _is_text(forget):
+        chunks = _text_chunks(params, roles.forget)
+        forget = Dataset.from_list(completion_pairs(forget["text"], chunks["chunk_words"], chunks["prompt_words"]))
+        logger.info("forget split '%s': %d (prompt, continuation) pairs", roles.forget, len(forget))
 
     def optional(name: str | None) -> Dataset:
         if name:
-            return _as_role(benchmark[name])
+            rows = _as_role(benchmark[name])
+            if _is_text(rows) and params.get("text_chunks"):
+                words = _text_chunks(params, name)["chunk_words"]
+                rows = Dataset.from_dict({"text": [c for text in rows["text"] for c in chunk_text(text, words)]})
+            return rows
         empty = {"question": [], "answer": []}
         return Dataset.from_dict(empty, features=Features({c: Value("string") for c in empty}))
 

@@ -42,21 +42,12 @@ def build_evaluation_sets(
         benchmark: every split of the source.
         forget_set: the forget QA (with paraphrased and perturbed answers where the source has them).
         holdout_set: QA never trained on (membership-inference negatives); may be empty.
-        evaluate_params: `evaluate` parameters; `sets` names the benchmark splits of the other roles.
+        evaluate_params: `evaluate` parameters; `sets` names the benchmark split of each role.
     """
-    named = evaluate_params.get("sets", {})
-    missing = [split for split in named.values() if split is not None and split not in benchmark]
-    if missing:
-        raise ValueError(
-            f"parameter evaluate.sets: split(s) {missing} not in the benchmark; available: {sorted(benchmark)}"
-        )
-    qa_sets = {
-        "forget": forget_set,
-        "holdout": holdout_set,
-        **{role: benchmark[split] for role, split in named.items() if role != "passages" and split is not None},
-    }
-    passages = benchmark[named["passages"]] if named.get("passages") else None
-    sets = evaluation_sets(qa_sets, passages, forget_set, holdout_set)
+    config = EvaluateConfig.from_params(evaluate_params.get("settings", {}))
+    sets = evaluation_sets(
+        benchmark, evaluate_params.get("sets", {}), forget_set, holdout_set, config.completion_prompt_words
+    )
     check_metrics(evaluate_params["metrics"], sets)
     logger.info("evaluation sets: %s", {name: len(rows) for name, rows in sets.items()})
     return sets

@@ -14,7 +14,11 @@ from flat_pipeline.training.finetune import finetune_from_params
 
 
 def build_training_sets(
-    benchmark: DatasetDict, forget_set: Dataset, holdout_set: Dataset, params: dict[str, Any]
+    benchmark: DatasetDict,
+    forget_set: Dataset,
+    holdout_set: Dataset,
+    params: dict[str, Any],
+    data_prep_params: dict[str, Any] | None = None,
 ) -> tuple[Dataset, Dataset]:
     """The original model's training data and the retain model's (the same minus every forget item).
 
@@ -23,11 +27,14 @@ def build_training_sets(
         forget_set: its items (by author where rows name one, else by question) leave the retain data.
         holdout_set: never trained on; its items (e.g. the holdout authors' passages) leave both sets.
         params: `finetune` parameters; `train_splits` names the benchmark splits to train on.
+        data_prep_params: `data_prep` parameters; a train split named as its `forget_split` (MUSE's raw forget
+            text, HP's forget QA) is left out of the retain data whole.
 
     Returns:
         original_train_set, retain_train_set.
     """
-    return split_training_rows(benchmark, params["train_splits"], forget_set, holdout_set)
+    forget_split = (data_prep_params or {}).get("forget_split")
+    return split_training_rows(benchmark, params["train_splits"], forget_set, holdout_set, forget_split)
 
 
 def prepare_tokenizer(original_train_set: Dataset, model_params: dict[str, Any]) -> Any:

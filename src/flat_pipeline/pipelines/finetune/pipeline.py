@@ -27,7 +27,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=build_training_sets,
-                inputs=["benchmark_splits", "forget_set", "holdout_set", "params:finetune"],
+                inputs=["benchmark_splits", "forget_set", "holdout_set", "params:finetune", "params:data_prep"],
                 outputs=["original_train_set", "retain_train_set"],
                 name="build_training_sets_node",
             ),
