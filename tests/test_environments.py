@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
+from datasets import load_from_disk
 
+from flat_pipeline.evaluation import COPYRIGHT_METRICS
 from tests.kedro_runs import run_session
 
 TOFU_SPLITS = {  # TOFU's file names, and the fields each of its files holds
@@ -45,6 +48,11 @@ def tiny_model_params(tiny_model_dir):
 
 def latest_json(project, pattern):
     return json.loads(sorted(project.glob(pattern))[-1].read_text())
+
+
+def latest_dataset(project, folder):
+    """The latest version of a versioned ArrowDataset in the catalog."""
+    return load_from_disk(str(sorted((project / folder).glob("*/*"))[-1]))
 
 
 @pytest.mark.slow
@@ -90,3 +98,123 @@ def test_tofu_environment_runs_imported_models_through_unlearn_and_evaluate(proj
     (project / "TOFU_EVAL.json").write_text(json.dumps(logs))
     with pytest.raises(Exception, match="39 forget truth ratios, but the forget split 'forget10' has 40 items"):
         run_session(project, ["import_retain_logs"], params, env="tofu")
+
+
+def _write_rows(path, rows):
+    """JSON lines, or a parquet shard where the name says so (the layouts the hub's converted repos use)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def world_texts(world):
+    """The small world's passages by role: forget authors', holdout authors' and the others'."""
+    forget = {r["author"] for r in world["forget10"]}
+    holdout = {r["author"] for r in world["holdout10"]}
+    texts = {"forget": [], "holdout": [], "retain": []}
+    for passage in world["passages"]:
+        role = "forget" if passage["author"] in forget else "holdout" if passage["author"] in holdout else "retain"
+        texts[role].append(passage["text"])
+    return texts
+
+
+def write_muse(folder, world, suffix):
+    """MUSE's layout (raw/, verbmem/, knowmem/, privleak/) and fields, built from the small world."""
+    texts = world_texts(world)
+    qa = lambda rows: [{"question": r["question"], "answer": r["answer"]} for r in rows]  # noqa: E731
+    files = {
+        "raw/forget": [{"text": t} for t in texts["forget"]],
+        "raw/retain1": [{"text": t} for t in texts["retain"]],
+        "raw/holdout": [{"text": t} for t in texts["holdout"]],
+        "verbmem/forget": [
+            {"prompt": " ".join(t.split()[:20]), "gt": " ".join(t.split()[20:])} for t in texts["forget"]
+        ],
+        "knowmem/forget_qa": qa(world["forget10"]),
+        "knowmem/retain_qa": qa(world["retain90"][:20]),
+        "knowmem/forget_qa_icl": qa(world["real_authors"][:3]),
+        "knowmem/retain_qa_icl": qa(world["real_authors"][3:6]),
+        "privleak/forget": [{"text": t} for t in texts["forget"]],
+        "privleak/retain": [{"text": t} for t in texts["retain"][:2]],
+        "privleak/holdout": [{"text": t} for t in texts["holdout"]],
+    }
+    for name, rows in files.items():
+        _write_rows(folder / f"{name}{suffix}", rows)
+
+
+# MUSE-News as hub parquet shards with released models imported; MUSE-Books as JSON with both models finetuned here
+MUSE_CASES = {"muse_news": ("-00000-of-00001.parquet", False), "muse_books": (".json", True)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", sorted(MUSE_CASES))
+def test_muse_environment_runs_through_unlearn_and_evaluate(project, small_world, tiny_model_dir, env):
+    suffix, finetune = MUSE_CASES[env]
+    write_muse(project / "data" / "01_raw" / env, small_world, suffix)
+    params = tiny_model_params(tiny_model_dir)
+    params["data_prep"] = {"text_chunks": {"chunk_words": 40, "prompt_words": 10}}
+    params["unlearn"].update(bf16=False, max_length=128)
+    params["evaluate"]["settings"].update(knowmem_shots=2, completion_max_new_tokens=12, max_length=128)
+    if finetune:  # the target model trained here on raw forget + retain1, the retain model on retain1 alone
+        params["finetune"] = {"training": {"num_train_epochs": 1, "bf16": False, "max_length": 128}}
+        run_session(project, ["data_prep", "finetune"], params, env=env)
+        retain_rows = latest_dataset(project, "data/05_model_input/retain_train_set")
+        assert set(retain_rows["answer"]) == set(world_texts(small_world)["retain"])
+    else:  # MUSE's released target and retrain models (here the tiny model for both)
+        params["import_models"] = {"original": str(tiny_model_dir), "retain": str(tiny_model_dir)}
+        run_session(project, ["import_models"], params, env=env)
+    run_session(project, ["data_prep", "templates", "unlearn", "evaluate"], params, env=env)
+
+    forget_pairs = latest_dataset(project, "data/02_intermediate/forget_set")
+    assert all(len(q.split()) == 10 for q in forget_pairs["question"])  # each 40-word chunk: a 10-word prompt
+    retain = latest_json(project, "data/08_reporting/retain_evaluation_summary.json/*/*.json")
+    unlearned = latest_json(project, "data/08_reporting/unlearned_evaluation_summary.json/*/*.json")
+    muse_suite = {"forget_verbmem_ROUGE", "forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "privleak", "mia_min_k"}
+    assert muse_suite <= set(unlearned["metrics"]) and "forget_quality" not in unlearned["metrics"]
+    assert retain["metrics"]["privleak"] == pytest.approx(0.0, abs=1e-6)
+    assert all(0 <= unlearned["metrics"][m] <= 1 for m in muse_suite - {"privleak"})
+    items = pd.read_parquet(sorted(project.glob("data/07_model_output/unlearned_evaluation_items.parquet/*/*"))[-1])
+    forget_items = items[items["set"] == "forget"]  # privleak_forget's texts, scored whole
+    assert sorted(forget_items["text"]) == sorted(world_texts(small_world)["forget"])
+
+
+def write_hp(folder, world):
+    """FLAT's HP files: hp_qa.jsonl (prompt/response), hp.jsonl (text), hp_test_qa_200.jsonl (prompt/response)."""
+    texts = world_texts(world)
+    _write_rows(folder / "hp_qa.jsonl", [{"prompt": r["question"], "response": r["answer"]} for r in world["forget10"]])
+    _write_rows(folder / "hp.jsonl", [{"text": t} for t in texts["retain"]])
+    test_rows = [
+        {
+            "prompt": f"Continue writing from this point: {' '.join(t.split()[:20])}",
+            "response": " ".join(t.split()[20:]),
+        }
+        for t in texts["forget"]
+    ]
+    _write_rows(folder / "hp_test_qa_200.jsonl", test_rows)
+
+
+@pytest.mark.slow
+def test_hp_environment_finetunes_unlearns_and_reports_utility_not_run_offline(project, small_world, tiny_model_dir):
+    write_hp(project / "data" / "01_raw" / "hp", small_world)
+    params = tiny_model_params(tiny_model_dir)
+    params["finetune"] = {"training": {"num_train_epochs": 1, "bf16": False, "max_length": 128}}
+    params["unlearn"].update(bf16=False, max_length=128)
+    params["evaluate"]["settings"].update(completion_max_new_tokens=12)
+    params["evaluate"]["lm_eval"] = {"tasks": ["wikitext"]}
+    run_session(project, None, params, env="hp")  # the default pipeline: data_prep -> ... -> evaluate
+
+    retain_rows = latest_dataset(project, "data/05_model_input/retain_train_set")
+    assert retain_rows["question"] == [None] * len(retain_rows)  # the book text alone, no forget QA
+    retain = latest_json(project, "data/08_reporting/retain_evaluation_summary.json/*/*.json")
+    unlearned = latest_json(project, "data/08_reporting/unlearned_evaluation_summary.json/*/*.json")
+    assert retain["metrics"]["forget_quality_gap"] == pytest.approx(0.0)
+    gap = sum(abs(unlearned["metrics"][m] - retain["metrics"][m]) for m in COPYRIGHT_METRICS)
+    assert unlearned["metrics"]["forget_quality_gap"] == pytest.approx(gap)
+    assert set(unlearned["lm_eval_not_run"]) == {"wikitext"}
+    items = pd.read_parquet(sorted(project.glob("data/07_model_output/unlearned_evaluation_items.parquet/*/*"))[-1])
+    prompts = items[items["set"] == "forget_completion"]["prompt"]
+    assert all(p.startswith("Continue writing from this point: ") for p in prompts)

@@ -54,13 +54,14 @@ def _cuda_available() -> bool:
 
 
 def history_from_log(log_history: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> History:
-    """`{name: [{"step", "value"}, ...]}` from the Trainer's log, for keys in `names` (log key -> metric name)."""
+    """`{name: [{"step", "value"}, ...]}` from the Trainer's log, for keys in `names` (log key -> metric name); a name
+    with no finite value logged is left out (MLflow's metric history dataset refuses an empty list)."""
     history: History = {name: [] for name in names.values()}
     for entry in log_history:
         for key, name in names.items():
             if key in entry and math.isfinite(float(entry[key])):
                 history[name].append({"step": int(entry["step"]), "value": float(entry[key])})
-    return history
+    return {name: entries for name, entries in history.items() if entries}
 
 
 def checkpointing(output_dir: str | None) -> dict[str, Any]:

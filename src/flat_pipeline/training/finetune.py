@@ -7,6 +7,7 @@ exact match 0.35 where a tuned loop reached 0.96), so every optimiser and schedu
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Mapping
@@ -40,7 +41,7 @@ class FinetuneConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     weight_decay: float = 0.0
-    warmup_steps: int = 20
+    warmup_steps: float = 20  # a float in [0, 1): a share of all steps
     lr_scheduler_type: str = "cosine_with_min_lr"
     min_lr_rate: float = 0.1  # cosine decays to this fraction of learning_rate
     num_train_epochs: float = 25
@@ -209,7 +210,8 @@ def finetune_from_params(
     seconds = time.perf_counter() - started
     exact_match = exact_match_rate(bundle, train_rows, model_params["prompt_format"], config.max_length)
     logger.info("finetune took %.0f s; teacher-forced exact match on its QA: %.4f", seconds, exact_match)
-    last_step = history["train_loss"][-1]["step"] if history["train_loss"] else 0
-    history["train_exact_match"] = [{"step": last_step, "value": exact_match}]
+    last_step = history["train_loss"][-1]["step"] if history.get("train_loss") else 0
+    if not math.isnan(exact_match):  # NaN: no QA rows (MUSE's raw text)
+        history["train_exact_match"] = [{"step": last_step, "value": exact_match}]
     history["train_seconds"] = [{"step": last_step, "value": seconds}]
     return bundle, history

@@ -26,6 +26,7 @@ from flat_pipeline.evaluation import (  # noqa: E402
     tokenizer_fingerprint,
 )
 from flat_pipeline.models.loading import ModelBundle  # noqa: E402
+from flat_pipeline.utility import LmEvalConfig, lm_eval_utility  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def build_evaluation_sets(
         evaluate_params: `evaluate` parameters; `sets` names the benchmark split of each role.
     """
     config = EvaluateConfig.from_params(evaluate_params.get("settings", {}))
+    LmEvalConfig.from_params(evaluate_params.get("lm_eval"))  # a typo fails here, before any model is loaded
     sets = evaluation_sets(
         benchmark, evaluate_params.get("sets", {}), forget_set, holdout_set, config.completion_prompt_words
     )
@@ -62,14 +64,21 @@ def _metrics_for_mlflow(summary: dict[str, float]) -> dict[str, dict[str, float]
     return {name: {"value": value, "step": 0} for name, value in summary.items() if not math.isnan(value)}
 
 
-def _report(model: ModelBundle, summary: dict[str, float], reference: RetainReference | None) -> dict[str, Any]:
-    return {
+def _report(
+    model: ModelBundle, summary: dict[str, float], reference: RetainReference | None, evaluate_params: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary JSON: the metrics, lm-eval's utility numbers (and the tasks that could not run, with why)."""
+    utility = lm_eval_utility(model, LmEvalConfig.from_params(evaluate_params.get("lm_eval")))
+    report = {
         "model": model.source,
-        "metrics": summary,
+        "metrics": {**summary, **utility.metrics},
         "retain_reference": None
         if reference is None
         else {"retain_model": reference.retain_model, "forget_split": reference.forget_split},
     }
+    if utility.not_run:
+        report["lm_eval_not_run"] = utility.not_run
+    return report
 
 
 def evaluate_retain(
@@ -80,7 +89,7 @@ def evaluate_retain(
     data_prep_params: dict[str, Any],
     evaluate_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Evaluate the retain model and pin its forget truth ratios and Min-K% AUC as the others' reference.
+    """Evaluate the retain model and pin what the requested metrics compare the others with (retain_reference).
 
     Returns:
         The summary (JSON), the per-item table, the metrics for MLflow, and the retain reference (JSON).
@@ -94,8 +103,8 @@ def evaluate_retain(
         prompt_format=model_params["prompt_format"],
         templates=templates,
     )
-    report = _report(retain_model, summary, reference)
-    return report, pd.DataFrame(item_table(ctx)), _metrics_for_mlflow(summary), asdict(reference)
+    report = _report(retain_model, summary, reference, evaluate_params)
+    return report, pd.DataFrame(item_table(ctx)), _metrics_for_mlflow(report["metrics"]), asdict(reference)
 
 
 def evaluate(
@@ -125,7 +134,8 @@ def evaluate(
         templates=templates,
         reference=pinned,
     )
-    return _report(model, summary, pinned), pd.DataFrame(item_table(ctx)), _metrics_for_mlflow(summary)
+    report = _report(model, summary, pinned, evaluate_params)
+    return report, pd.DataFrame(item_table(ctx)), _metrics_for_mlflow(report["metrics"])
 
 
 def compare_models(**summaries: dict[str, Any]) -> tuple[Any, Any]:
@@ -139,9 +149,16 @@ def compare_models(**summaries: dict[str, Any]) -> tuple[Any, Any]:
         "privleak",
         "forget_Q_A_EM",
         "forget_verbmem_ROUGE",
+        "forget_knowmem_ROUGE",
+        "retain_knowmem_ROUGE",
+        "forget_copyright_BLEU",
+        "forget_copyright_ROUGE",
+        "forget_quality_gap",
+        "utility_avg_acc",
     ]
     roles = [role.removesuffix("_evaluation_summary") for role in summaries]
-    shown = [m for m in headline if any(m in s["metrics"] for s in summaries.values())]
+    reported = set().union(*(s["metrics"] for s in summaries.values()))
+    shown = [m for m in headline if m in reported] or sorted(reported)[:8]
     figure, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], shown, strict=True):
         values = [s["metrics"].get(metric, float("nan")) for s in summaries.values()]
