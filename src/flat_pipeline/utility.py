@@ -68,9 +68,7 @@ def _numbers(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 def average_accuracy(metrics: Mapping[str, float]) -> float | None:
     """Mean of every task's `acc` but the excluded ones; None when no task reported one."""
     accuracies = [
-        value
-        for name, value in metrics.items()
-        if name.endswith("/acc") and name.split("/")[1] not in AVERAGE_EXCLUDES
+        value for name, value in metrics.items() if name.endswith("/acc") and name.split("/")[1] not in AVERAGE_EXCLUDES
     ]
     return sum(accuracies) / len(accuracies) if accuracies else None
 
