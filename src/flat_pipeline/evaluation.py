@@ -134,6 +134,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 EvalSets = dict[str, Dataset]
+# The roles `evaluate.sets` may name a benchmark split for (see `evaluation_sets`).
+SET_ROLES = (
+    *("forget", "holdout", "retain", "ra", "wf", "completion", "perplexity"),
+    *("forget_knowmem", "retain_knowmem", "forget_knowmem_shots", "retain_knowmem_shots"),
+)
 
 
 def _rows_of(split: Dataset, owners: Dataset | None) -> Dataset:
@@ -171,6 +176,9 @@ def evaluation_sets(
     sets; the completion set keeps the forget authors' texts and the perplexity set the holdout authors', where rows
     name an author. A role set to null or left out is absent, and so are empty sets.
     """
+    unknown = sorted(set(roles) - set(SET_ROLES))
+    if unknown:
+        raise ValueError(f"parameter evaluate.sets: unknown role(s) {unknown}; expected some of {list(SET_ROLES)}")
     missing = [split for split in roles.values() if split is not None and split not in benchmark]
     if missing:
         raise ValueError(

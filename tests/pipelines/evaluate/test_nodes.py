@@ -54,6 +54,16 @@ def test_unknown_split_name_is_an_error_naming_the_parameter(benchmark):
         )
 
 
+def test_unknown_role_is_an_error_naming_the_parameter(benchmark):
+    with pytest.raises(ValueError, match=r"parameter evaluate.sets: unknown role\(s\) \['completon'\]"):
+        build_evaluation_sets(
+            benchmark,
+            benchmark["forget10_perturbed"],
+            benchmark["holdout10"],
+            params(["forget_quality"], completon="passages"),
+        )
+
+
 def test_a_metric_whose_set_the_source_lacks_is_refused(benchmark):
     with pytest.raises(ValueError, match="'forget_verbmem_ROUGE' needs the evaluation set"):
         build_evaluation_sets(

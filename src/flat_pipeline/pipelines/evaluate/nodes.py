@@ -159,8 +159,12 @@ def compare_models(**summaries: dict[str, Any]) -> tuple[Any, Any]:
     roles = [role.removesuffix("_evaluation_summary") for role in summaries]
     reported = set().union(*(s["metrics"] for s in summaries.values()))
     shown = [m for m in headline if m in reported] or sorted(reported)[:8]
-    figure, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)
-    for ax, metric in zip(axes[0], shown, strict=True):
+    columns = min(6, len(shown))
+    rows = math.ceil(len(shown) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, shown, strict=False):
         values = [s["metrics"].get(metric, float("nan")) for s in summaries.values()]
         ax.bar(roles, values, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"][: len(roles)])
         ax.set_title(metric, fontsize=9)
