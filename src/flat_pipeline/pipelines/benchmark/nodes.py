@@ -12,7 +12,8 @@ matplotlib.use("Agg")  # nodes run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-# Leaderboard columns, in order: open-unlearning's headline numbers, then what tells templated answers apart.
+# Default leaderboard columns (`benchmark.leaderboard.columns`), in order: open-unlearning's TOFU headline numbers,
+# then what tells templated answers apart.
 COLUMNS = [
     "forget_quality",
     "model_utility",
@@ -44,39 +45,48 @@ def leaderboard(
 ) -> tuple[pd.DataFrame, str, Any, pd.DataFrame, str, Any]:
     """The methods' summaries side by side, with the original and retain models as reference rows.
 
-    Rows are sorted by forget_quality (higher: closer to the retain model), ties by model_utility.
+    `benchmark.leaderboard` chooses the columns, the sort (TOFU: forget_quality, higher is closer to the retain model)
+    and the scatter's two axes, so that each benchmark's environment shows its own suite.
 
     Returns:
-        The table (CSV), the same as markdown, the forget_quality vs model_utility scatter, and the three again for
-        the MLflow run.
+        The table (CSV), the same as markdown, the scatter of the two chosen metrics, and the three again for the
+        MLflow run.
     """
+    board = {"sort_by": "forget_quality", "descending": True, **benchmark_params.get("leaderboard", {})}
+    columns, sort_by = list(board.get("columns") or COLUMNS), board["sort_by"]
+    if sort_by not in columns:
+        raise ValueError(
+            f"parameter benchmark.leaderboard.sort_by: '{sort_by}' is not one of the columns {columns}. The methods' "
+            f"summaries are saved: fix it and run `kedro run --pipelines benchmark --nodes leaderboard_node`"
+        )
     rows = []
     for key, summary in summaries.items():
         name = key.removesuffix("_evaluation_summary").removesuffix(".evaluation_summary")
-        row = {"method": name, **{column: summary["metrics"].get(column, math.nan) for column in COLUMNS}}
+        row = {"method": name, **{column: summary["metrics"].get(column, math.nan) for column in columns}}
         row["kind"] = "reference" if name in ("original", "retain") else "unlearned"
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values(["kind", "forget_quality", "model_utility"], ascending=[True, False, False])
+    # ties (methods that barely moved share a forget_quality) broken by model_utility, where reported
+    keys = ["kind", sort_by, *(["model_utility"] if "model_utility" in columns and sort_by != "model_utility" else [])]
+    order = [True, not board["descending"], False][: len(keys)]
+    table = pd.DataFrame(rows).sort_values(keys, ascending=order)
     table = table.reset_index(drop=True)
-    markdown = _markdown(table, benchmark_params)
-    figure = _scatter(table)
+    markdown = _markdown(table, columns, board, benchmark_params.get("title", "unlearning methods"))
+    figure = _scatter(table, *board.get("scatter", ("forget_quality", "model_utility")))
     return table, markdown, figure, table, markdown, figure
 
 
-def _markdown(table: pd.DataFrame, benchmark_params: dict[str, Any]) -> str:
-    columns = ["method", *COLUMNS]
+def _markdown(table: pd.DataFrame, columns: list[str], board: dict[str, Any], title: str) -> str:
+    order = "higher" if board["descending"] else "lower"
     lines = [
-        f"# Leaderboard: {benchmark_params.get('title', 'unlearning methods')}",
+        f"# Leaderboard: {title}",
         "",
-        "Sorted by forget_quality (KS-test p-value against the retain model's forget truth ratios; higher is closer "
-        "to a model never trained on the forget set), then model_utility. `original` and `retain` are the "
-        "reference rows.",
+        f"Sorted by {board['sort_by']}, {order} first. `original` and `retain` are the reference rows.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+        "| " + " | ".join(["method", *columns]) + " |",
+        "|" + "---|" * (len(columns) + 1),
     ]
     for _, row in table.iterrows():
-        cells = [str(row["method"])] + [_format(row[c]) for c in COLUMNS]
+        cells = [str(row["method"])] + [_format(row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -87,17 +97,20 @@ def _format(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
 
 
-def _scatter(table: pd.DataFrame) -> Any:
+def _scatter(table: pd.DataFrame, x: str, y: str) -> Any:
+    """`y` against `x` per method; forget_quality (a p-value spanning many decades) on a log axis."""
+    log_x = x == "forget_quality"
     figure, ax = plt.subplots(figsize=(6.5, 4.5))
     for _, row in table.iterrows():
-        quality = max(row["forget_quality"], 1e-30)  # a log axis cannot show 0
+        x_value = max(row.get(x, math.nan), 1e-30) if log_x else row.get(x, math.nan)  # a log axis cannot show 0
         marker = "s" if row["kind"] == "reference" else ("*" if str(row["method"]).startswith("flat") else "o")
-        ax.scatter(quality, row["model_utility"], marker=marker, s=70)
-        ax.annotate(str(row["method"]), (quality, row["model_utility"]), fontsize=8, xytext=(4, 3),
+        ax.scatter(x_value, row.get(y, math.nan), marker=marker, s=70)
+        ax.annotate(str(row["method"]), (x_value, row.get(y, math.nan)), fontsize=8, xytext=(4, 3),
                     textcoords="offset points")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("forget_quality (log)")
-    ax.set_ylabel("model_utility")
-    ax.set_title("forget quality vs model utility (top right is best)")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{x} (log)" if log_x else x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{x} vs {y}")
     figure.tight_layout()
     return figure
