@@ -30,6 +30,7 @@ from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets
 from flat_pipeline.prompts import encode_example, encode_prompt
 
 PROJECT = Path(__file__).resolve().parents[1]
+QA_ROLES = ("forget", "retain", "ra", "wf", "holdout")  # the sets the TOFU suite reads
 SUITE = [
     "forget_quality",
     "model_utility",
@@ -135,7 +136,7 @@ def main() -> None:
         bundle = catalog.load("original_model")
         reference = RetainReference(**catalog.load("retain_reference"))
     config = EvaluateConfig.from_params(params["evaluate"]["settings"])
-    print(f"model: {bundle.source}; sets: { {k: len(v) for k, v in sets.items() if 'passages' not in k} }")
+    print(f"model: {bundle.source}; sets: { {k: len(v) for k, v in sets.items() if k in QA_ROLES} }")
     print(f"threads: {args.threads}; max_new_tokens: {config.max_new_tokens}")
 
     started = time.perf_counter()

@@ -119,6 +119,12 @@ def test_the_reference_holds_only_what_the_requested_metrics_compare_with(bundle
     _, _, reference = evaluate_retain_model(bundle, sets, ["forget_copyright_BLEU"], FAST, forget_split="forget10")
     assert reference.forget_truth_ratio == [] and reference.mia_min_k is None and reference.completion == {}
     reference.check("forget10", tokenizer_fingerprint(bundle.tokenizer), 7)  # no truth ratios: no item count
+    with pytest.raises(
+        ValueError, match=r"holds no numbers for \['forget_quality', 'privleak', 'forget_quality_gap'\]"
+    ):
+        reference.check_holds(["forget_quality", "privleak", "forget_quality_gap", "forget_Q_A_Prob"])
+    # a reference log (no tokenizer recorded) may lack the AUC: privleak then uses 0.5, as open-unlearning
+    RetainReference("forget10", "log", None, [0.5], None).check_holds(["forget_quality", "privleak"])
     with pytest.raises(ValueError, match="forget_quality needs the retain model's per-item forget truth ratios"):
         evaluate_model(bundle, sets, ["forget_quality"], FAST, reference=reference)
 

@@ -109,6 +109,17 @@ def test_without_the_extra_every_task_is_reported_not_run(bundle, monkeypatch):
     assert result.metrics == {} and result.not_run == {"wikitext": NOT_INSTALLED, "boolq": NOT_INSTALLED}
 
 
+def test_a_harness_that_cannot_start_reports_every_task_not_run(bundle, monkeypatch):
+    import lm_eval.tasks
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError("no task folder")
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", broken)
+    result = lm_eval_utility(bundle, LmEvalConfig(tasks=["boolq"], include_path="/nowhere"))
+    assert result.not_run == {"boolq": "FileNotFoundError: no task folder"}
+
+
 def test_average_accuracy_follows_flat_and_skips_generative_truthfulqa():
     metrics = {
         "lm_eval/boolq/acc": 0.6,

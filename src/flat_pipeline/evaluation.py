@@ -98,6 +98,22 @@ class RetainReference:
                 + ". Evaluate the retain model of the same split and tokenizer first."
             )
 
+    def check_holds(self, metric_names: Sequence[str]) -> None:
+        """Raise if a requested metric needs a number this reference does not hold (the retain model was evaluated
+        without that metric). A reference log without a Min-K% AUC is allowed: privleak then uses 0.5, as
+        open-unlearning does."""
+        lacking = {
+            "forget_quality": not self.forget_truth_ratio,
+            "privleak": self.mia_min_k is None and self.tokenizer is not None,
+            "forget_quality_gap": not self.completion,
+        }
+        missing = [name for name in metric_names if lacking.get(name)]
+        if missing:
+            raise ValueError(
+                f"retain_reference (from {self.retain_model}) holds no numbers for {missing}: evaluate the retain "
+                f"model with them in evaluate.metrics first (kedro run --pipelines evaluate)"
+            )
+
 
 def reference_from_open_unlearning(
     logs: Mapping[str, Any], forget_split: str, n_forget: int, origin: str
@@ -141,10 +157,13 @@ SET_ROLES = (
 )
 
 
-def _rows_of(split: Dataset, owners: Dataset | None) -> Dataset:
-    """The rows of a split that has an `author` field whose author owns an item of `owners` (all rows otherwise)."""
-    if "author" not in split.column_names or owners is None or "author" not in owners.column_names:
+def _rows_of(split: Dataset, owners: Dataset | None) -> Dataset | None:
+    """The rows of a split with an `author` field whose author owns an item of `owners`; all rows of a split without
+    one. None where the split names authors but `owners` does not: which rows are whose cannot be told."""
+    if "author" not in split.column_names:
         return split
+    if owners is None or "author" not in owners.column_names:
+        return None
     authors = set(owners["author"])
     return split.filter(lambda row: row["author"] in authors)
 
@@ -196,7 +215,8 @@ def evaluation_sets(
     sets["forget_knowmem"] = split("forget_knowmem") or sets["forget"]
     sets["retain_knowmem"] = split("retain_knowmem") or sets["retain"]
     if roles.get("completion"):
-        sets["forget_completion"] = completion_rows(_rows_of(split("completion"), forget), completion_prompt_words)
+        chosen = _rows_of(split("completion"), forget)
+        sets["forget_completion"] = None if chosen is None else completion_rows(chosen, completion_prompt_words)
     if roles.get("perplexity"):
         sets["holdout_text"] = _rows_of(split("perplexity"), holdout)
     return {name: rows for name, rows in sets.items() if rows is not None and len(rows)}
@@ -500,7 +520,7 @@ def forget_quality_gap(ctx: EvalContext) -> float:
 
 
 def verbmem(ctx: EvalContext) -> float:
-    """MUSE VerbMem: ROUGE-L F1 of the continuation against the passage's true continuation, cut (as MUSE) to as many
+    """MUSE VerbMem: ROUGE-L F1 of the continuation against the completion set's reference, cut (as MUSE) to as many
     tokens as the continuation may have."""
     generated, references = ctx.continuations()
     tokenizer, budget = ctx.bundle.tokenizer, ctx.config.completion_max_new_tokens

@@ -86,8 +86,13 @@ def lm_eval_utility(bundle: ModelBundle, config: LmEvalConfig) -> UtilityResult:
         result.not_run = dict.fromkeys(config.tasks, NOT_INSTALLED)
         logger.warning("utility tasks %s not run: %s", config.tasks, NOT_INSTALLED)
         return result
-    model = HFLM(pretrained=bundle.model, tokenizer=bundle.tokenizer, batch_size=config.batch_size)
-    manager = TaskManager(include_path=config.include_path)
+    try:
+        model = HFLM(pretrained=bundle.model, tokenizer=bundle.tokenizer, batch_size=config.batch_size)
+        manager = TaskManager(include_path=config.include_path)
+    except Exception as error:  # e.g. an include_path that is not a folder of task YAMLs
+        result.not_run = dict.fromkeys(config.tasks, f"{type(error).__name__}: {error}"[:300])
+        logger.warning("utility tasks %s not run: %s", config.tasks, error)
+        return result
     for task in config.tasks:
         try:
             output = lm_eval.simple_evaluate(

@@ -82,6 +82,16 @@ def test_local_model_loads_by_path_with_dtype_and_a_missing_one_fails_clearly(ti
         load_causal_lm(str(tmp_path / "nowhere"))
 
 
+def test_a_weights_only_folder_loads_with_a_tokenizer_from_elsewhere(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "weights")  # no tokenizer files
+    with pytest.raises(OSError, match="could not load a tokenizer from .*import_models.tokenizer"):
+        load_causal_lm(str(tmp_path / "weights"))
+    bundle = load_causal_lm(str(tmp_path / "weights"), tokenizer_name_or_path=str(tiny_model_dir))
+    assert bundle.tokenizer.get_vocab() == load_causal_lm(str(tiny_model_dir)).tokenizer.get_vocab()
+
+
 def test_model_dataset_saves_versions_and_reloads_bit_exact(tiny_model_dir, tmp_path):
     bundle = load_causal_lm(str(tiny_model_dir))
     path = str(tmp_path / "original_model")

@@ -58,11 +58,13 @@ def load_causal_lm(
     dtype: str = "float32",
     attn_implementation: str = "sdpa",
     gradient_checkpointing: bool = False,
+    tokenizer_name_or_path: str | None = None,
 ) -> ModelBundle:
     """A causal LM and its tokenizer from a hub id or a local folder written by `save_pretrained`.
 
     Offline (our machines), only local folders and ids already in the local cache load. A LoRA adapter folder
-    (`adapter_config.json`) loads onto the base model its config names.
+    (`adapter_config.json`) loads onto the base model its config names. `tokenizer_name_or_path` takes the tokenizer
+    from elsewhere, for model repositories that ship weights only.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,8 +79,16 @@ def load_causal_lm(
         return ModelBundle(load_adapter(name_or_path, bundle.model), tokenizer, source=name_or_path)
 
     torch_dtype = _torch_dtype(dtype)
+    tokenizer_source = tokenizer_name_or_path or name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    except (OSError, ValueError) as err:  # no folder or id (OSError); a folder of weights only (ValueError)
+        raise OSError(
+            f"could not load a tokenizer from '{tokenizer_source}': give a local folder written by save_pretrained, "
+            f"or a hub id with the hub reachable; for a model folder of weights only, name the tokenizer's folder or "
+            f"id (import_models.tokenizer) ({err})"
+        ) from err
+    try:
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=torch_dtype, attn_implementation=_attention(attn_implementation)
         )

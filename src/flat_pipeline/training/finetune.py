@@ -41,7 +41,7 @@ class FinetuneConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     weight_decay: float = 0.0
-    warmup_steps: float = 20  # a float in [0, 1): a share of all steps
+    warmup_steps: float = 20  # steps; a float in [0, 1): a share of all steps
     lr_scheduler_type: str = "cosine_with_min_lr"
     min_lr_rate: float = 0.1  # cosine decays to this fraction of learning_rate
     num_train_epochs: float = 25

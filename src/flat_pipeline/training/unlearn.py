@@ -63,7 +63,7 @@ class UnlearnConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     weight_decay: float = 0.0
-    warmup_steps: float = 0  # a float in [0, 1): a share of all steps (FLAT on HP: one of 5 epochs, 0.2)
+    warmup_steps: float = 0  # steps; a float in [0, 1): a share of all steps (FLAT on HP: one of 5 epochs, 0.2)
     lr_scheduler_type: str = "constant"
     num_train_epochs: float = 5
     per_device_train_batch_size: int = 32

@@ -54,6 +54,12 @@ def test_unknown_split_name_is_an_error_naming_the_parameter(benchmark):
         )
 
 
+def test_perplexity_needs_holdout_authors_to_tell_which_passages_were_never_trained_on(benchmark):
+    no_holdout = Dataset.from_dict({"question": [], "answer": []})
+    with pytest.raises(ValueError, match=r"'holdout_perplexity' needs the evaluation set\(s\) \['holdout_text'\]"):
+        build_evaluation_sets(benchmark, benchmark["forget10_perturbed"], no_holdout, params(["holdout_perplexity"]))
+
+
 def test_unknown_role_is_an_error_naming_the_parameter(benchmark):
     with pytest.raises(ValueError, match=r"parameter evaluate.sets: unknown role\(s\) \['completon'\]"):
         build_evaluation_sets(

@@ -116,15 +116,17 @@ def evaluate(
     data_prep_params: dict[str, Any],
     evaluate_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """Evaluate a model; forget_quality and privleak compare it with the pinned retain reference.
+    """Evaluate a model; forget_quality, privleak and forget_quality_gap compare it with the pinned retain reference.
 
     Raises:
-        ValueError: the reference was computed for another forget split, tokenizer or forget set size.
+        ValueError: the reference was computed for another forget split, tokenizer or forget set size, or holds no
+            numbers for a requested metric that compares with it.
     """
     config = EvaluateConfig.from_params(evaluate_params.get("settings", {}))
     pinned = RetainReference(**reference)
     n_forget = len(sets["forget"]) if config.max_items is None else min(len(sets["forget"]), config.max_items)
     pinned.check(data_prep_params["forget_split"], tokenizer_fingerprint(model.tokenizer), n_forget)
+    pinned.check_holds(evaluate_params["metrics"])
     summary, ctx = evaluate_model(
         model,
         sets,
@@ -158,7 +160,7 @@ def compare_models(**summaries: dict[str, Any]) -> tuple[Any, Any]:
     ]
     roles = [role.removesuffix("_evaluation_summary") for role in summaries]
     reported = set().union(*(s["metrics"] for s in summaries.values()))
-    shown = [m for m in headline if m in reported] or sorted(reported)[:8]
+    shown = [m for m in headline if m in reported] or sorted(reported)[:8] or ["no metric reported"]
     columns = min(6, len(shown))
     rows = math.ceil(len(shown) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False)

@@ -13,7 +13,8 @@ from flat_pipeline.models.loading import ModelBundle, load_causal_lm
 
 
 def import_model(import_params: dict[str, Any], model_params: dict[str, Any], role: str) -> ModelBundle:
-    """Load `import_models.<role>` (a save_pretrained folder or a hub id) with the run's dtype and attention."""
+    """Load `import_models.<role>` (a save_pretrained folder or a hub id) with the run's dtype and attention, and
+    the tokenizer from `import_models.tokenizer` where given (a repository of weights only)."""
     name_or_path = import_params.get(role)
     if not name_or_path:
         raise ValueError(
@@ -22,7 +23,10 @@ def import_model(import_params: dict[str, Any], model_params: dict[str, Any], ro
             f"{'full' if role == 'original' else 'retain90'}"
         )
     return load_causal_lm(
-        name_or_path, model_params.get("dtype", "float32"), model_params.get("attn_implementation", "sdpa")
+        name_or_path,
+        model_params.get("dtype", "float32"),
+        model_params.get("attn_implementation", "sdpa"),
+        tokenizer_name_or_path=import_params.get("tokenizer"),
     )
 
 
