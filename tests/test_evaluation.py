@@ -176,5 +176,7 @@ def test_unknown_metric_or_missing_set_fails_before_any_model_work(sets):
     needs = r"'forget_verbmem_ROUGE' needs the evaluation set\(s\) \['forget_completion'\]"
     with pytest.raises(ValueError, match=needs):
         check_metrics(["forget_verbmem_ROUGE"], without_passages)
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(
+        ValueError, match=r"evaluate.settings.max_new_token: unknown key \(did you mean 'max_new_tokens'\?\)"
+    ):
         EvaluateConfig.from_params({"max_new_token": 3})

@@ -133,5 +133,5 @@ def test_average_accuracy_follows_flat_and_skips_generative_truthfulqa():
 
 
 def test_unknown_lm_eval_parameter_names_the_block():
-    with pytest.raises(ValueError, match="parameter evaluate.lm_eval: unknown key"):
+    with pytest.raises(ValueError, match=r"parameter evaluate.lm_eval.task: unknown key \(did you mean 'tasks'\?\)"):
         LmEvalConfig.from_params({"task": ["boolq"]})

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from flat_pipeline.config import config_from_params
 from flat_pipeline.data.text_chunks import split_passage
 from flat_pipeline.generation import greedy_generate
 from flat_pipeline.metrics import completion, mia, tofu
@@ -40,7 +41,6 @@ from flat_pipeline.metrics.text import exact_match, rouge_l_recall, template_lik
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import encode_example, encode_prompt
 from flat_pipeline.scoring import CandidateScore, score_answers, score_candidates
-from flat_pipeline.training.common import config_from_params
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flat_pipeline.config import config_from_params
+
 logger = logging.getLogger(__name__)
 
 JOBS = ("finetune", "unlearn")
@@ -46,8 +48,6 @@ class LaunchSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, block: str) -> LaunchSettings:
-        from flat_pipeline.training.common import config_from_params
-
         return config_from_params(cls, params or {}, f"{block}.launch")
 
 

@@ -2,6 +2,11 @@
 
 from kedro.config import OmegaConfigLoader
 
+from flat_pipeline.hooks import PreflightHook, RunStatusHook
+
+# Checks before any node runs (parameters, saved inputs); then MLflow run status and tags around kedro-mlflow's run.
+HOOKS = (PreflightHook(), RunStatusHook())
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flat_pipeline.config import config_from_params
 from flat_pipeline.models.loading import ModelBundle
-from flat_pipeline.training.common import config_from_params
 
 logger = logging.getLogger(__name__)
 

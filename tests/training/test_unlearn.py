@@ -93,7 +93,7 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(bundle, forget_temp
         ({"score": "entropy"}, "unlearn.score"),
         ({"code_compat": True, "score": "logprob"}, "code_compat"),
         ({"pairing": "shuffle"}, "templates.pairing"),
-        ({"lr": 1e-4}, r"unknown key\(s\) \['lr'\]"),
+        ({"lr": 1e-4}, r"unlearn.lr: unknown key"),
         ({"method": "gradient_ascent"}, "unlearn.method: expected one of"),
     ],
 )

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from flat_pipeline.config import config_from_params
+
 LORA_SAVES = ("merged", "adapter")
 
 
@@ -36,8 +38,6 @@ class LoraSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, block: str) -> LoraSettings:
-        from flat_pipeline.training.common import config_from_params
-
         return config_from_params(cls, params or {}, f"{block}.lora")
 
 

@@ -1,16 +1,14 @@
-"""What every trainer shares: configs read from parameter blocks, TrainingArguments, and the logged history."""
+"""What every trainer shares: TrainingArguments, checkpoints and the logged history."""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 History = dict[str, list[dict[str, float]]]
-ConfigT = TypeVar("ConfigT")
 
 # Config fields passed to `transformers.TrainingArguments` under the same name.
 _SHARED_ARGUMENTS = (
@@ -18,15 +16,6 @@ _SHARED_ARGUMENTS = (
     "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "max_grad_norm", "seed",
     "logging_steps", "bf16", "fp16",
 )  # fmt: skip
-
-
-def config_from_params(cls: type[ConfigT], params: Mapping[str, Any], block: str) -> ConfigT:
-    """A config dataclass from a parameter block; an unknown key is an error that names the block."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"parameter {block}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return cls(**params)
 
 
 def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:

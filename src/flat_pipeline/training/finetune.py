@@ -17,13 +17,13 @@ from typing import Any
 from datasets import Dataset
 
 from flat_pipeline.batching import PadCollator
+from flat_pipeline.config import config_from_params
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import IGNORE_INDEX, encode_example
 from flat_pipeline.scoring import answer_logits, score_answers
 from flat_pipeline.training.common import (
     History,
     checkpointing,
-    config_from_params,
     history_from_log,
     resume_point,
     save_trained,

@@ -20,6 +20,7 @@ import torch
 from datasets import Dataset
 
 from flat_pipeline.batching import pad_batch
+from flat_pipeline.config import config_from_params
 from flat_pipeline.launch import LaunchSettings
 from flat_pipeline.launch import run as run_launched
 from flat_pipeline.losses import DIVERGENCES, SCORES
@@ -30,7 +31,6 @@ from flat_pipeline.templates import PAIRINGS, pick_template
 from flat_pipeline.training.common import (
     History,
     checkpointing,
-    config_from_params,
     history_from_log,
     resume_point,
     save_trained,
