@@ -64,18 +64,18 @@ def test_tofu_environment_runs_imported_models_through_unlearn_and_evaluate(proj
     run_session(project, ["import_models"], params, env="tofu")
     run_session(project, ["data_prep", "templates", "unlearn", "evaluate"], params, env="tofu")
 
-    retain = latest_json(project, "data/08_reporting/retain_evaluation_summary.json/*/*.json")
-    unlearned = latest_json(project, "data/08_reporting/unlearned_evaluation_summary.json/*/*.json")
+    retain = latest_json(project, "data/tofu/08_reporting/retain_evaluation_summary.json/*/*.json")
+    unlearned = latest_json(project, "data/tofu/08_reporting/unlearned_evaluation_summary.json/*/*.json")
     assert retain["metrics"]["forget_quality"] == pytest.approx(1.0)
     assert {"forget_quality", "model_utility", "privleak", "mia_min_k_plus_plus"} <= set(unlearned["metrics"])
     assert "forget_verbmem_ROUGE" not in unlearned["metrics"]  # TOFU has no passages
     assert unlearned["retain_reference"]["forget_split"] == "forget10"
     # The imported original and retain models are the same tiny model: the original matches the reference too.
-    original = latest_json(project, "data/08_reporting/original_evaluation_summary.json/*/*.json")
+    original = latest_json(project, "data/tofu/08_reporting/original_evaluation_summary.json/*/*.json")
     assert original["metrics"]["forget_quality"] == pytest.approx(1.0)
 
     # open-unlearning's reference log of the retain model stands in for evaluating it here
-    reference = latest_json(project, "data/07_model_output/retain_reference.json/*/*.json")
+    reference = latest_json(project, "data/tofu/07_model_output/retain_reference.json/*/*.json")
     logs = {
         "forget_truth_ratio": {
             "value_by_index": {str(i): {"score": r} for i, r in enumerate(reference["forget_truth_ratio"])}
@@ -85,10 +85,10 @@ def test_tofu_environment_runs_imported_models_through_unlearn_and_evaluate(proj
     (project / "TOFU_EVAL.json").write_text(json.dumps(logs))
     params["import_models"]["retain_logs"] = "TOFU_EVAL.json"
     run_session(project, ["import_retain_logs"], params, env="tofu")
-    unlearned_model = sorted(project.glob("data/06_models/unlearned_model/*/unlearned_model"))[-1]
+    unlearned_model = sorted(project.glob("data/tofu/06_models/unlearned_model/*/unlearned_model"))[-1]
     params["external_model"] = str(unlearned_model)
     run_session(project, ["evaluate_external"], params, env="tofu")
-    external = latest_json(project, "data/08_reporting/external_evaluation_summary.json/*/*.json")
+    external = latest_json(project, "data/tofu/08_reporting/external_evaluation_summary.json/*/*.json")
     assert external["retain_reference"]["retain_model"] == "open-unlearning log TOFU_EVAL.json"
     assert external["metrics"]["forget_quality"] == pytest.approx(unlearned["metrics"]["forget_quality"])
     assert external["metrics"]["privleak"] == pytest.approx(unlearned["metrics"]["privleak"])
@@ -162,22 +162,24 @@ def test_muse_environment_runs_through_unlearn_and_evaluate(project, small_world
     if finetune:  # the target model trained here on raw forget + retain1, the retain model on retain1 alone
         params["finetune"] = {"training": {"num_train_epochs": 1, "bf16": False, "max_length": 128}}
         run_session(project, ["data_prep", "finetune"], params, env=env)
-        retain_rows = latest_dataset(project, "data/05_model_input/retain_train_set")
+        retain_rows = latest_dataset(project, f"data/{env}/05_model_input/retain_train_set")
         assert set(retain_rows["answer"]) == set(world_texts(small_world)["retain"])
     else:  # MUSE's released target and retrain models (here the tiny model for both)
         params["import_models"] = {"original": str(tiny_model_dir), "retain": str(tiny_model_dir)}
         run_session(project, ["import_models"], params, env=env)
     run_session(project, ["data_prep", "templates", "unlearn", "evaluate"], params, env=env)
 
-    forget_pairs = latest_dataset(project, "data/02_intermediate/forget_set")
+    forget_pairs = latest_dataset(project, f"data/{env}/02_intermediate/forget_set")
     assert all(len(q.split()) == 10 for q in forget_pairs["question"])  # each 40-word chunk: a 10-word prompt
-    retain = latest_json(project, "data/08_reporting/retain_evaluation_summary.json/*/*.json")
-    unlearned = latest_json(project, "data/08_reporting/unlearned_evaluation_summary.json/*/*.json")
+    retain = latest_json(project, f"data/{env}/08_reporting/retain_evaluation_summary.json/*/*.json")
+    unlearned = latest_json(project, f"data/{env}/08_reporting/unlearned_evaluation_summary.json/*/*.json")
     muse_suite = {"forget_verbmem_ROUGE", "forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "privleak", "mia_min_k"}
     assert muse_suite <= set(unlearned["metrics"]) and "forget_quality" not in unlearned["metrics"]
     assert retain["metrics"]["privleak"] == pytest.approx(0.0, abs=1e-6)
     assert all(0 <= unlearned["metrics"][m] <= 1 for m in muse_suite - {"privleak"})
-    items = pd.read_parquet(sorted(project.glob("data/07_model_output/unlearned_evaluation_items.parquet/*/*"))[-1])
+    items = pd.read_parquet(
+        sorted(project.glob(f"data/{env}/07_model_output/unlearned_evaluation_items.parquet/*/*"))[-1]
+    )
     forget_items = items[items["set"] == "forget"]  # privleak_forget's texts, scored whole
     assert sorted(forget_items["text"]) == sorted(world_texts(small_world)["forget"])
 
@@ -207,14 +209,14 @@ def test_hp_environment_finetunes_unlearns_and_reports_utility_not_run_offline(p
     params["evaluate"]["lm_eval"] = {"tasks": ["wikitext"]}
     run_session(project, None, params, env="hp")  # the default pipeline: data_prep -> ... -> evaluate
 
-    retain_rows = latest_dataset(project, "data/05_model_input/retain_train_set")
+    retain_rows = latest_dataset(project, "data/hp/05_model_input/retain_train_set")
     assert retain_rows["question"] == [None] * len(retain_rows)  # the book text alone, no forget QA
-    retain = latest_json(project, "data/08_reporting/retain_evaluation_summary.json/*/*.json")
-    unlearned = latest_json(project, "data/08_reporting/unlearned_evaluation_summary.json/*/*.json")
+    retain = latest_json(project, "data/hp/08_reporting/retain_evaluation_summary.json/*/*.json")
+    unlearned = latest_json(project, "data/hp/08_reporting/unlearned_evaluation_summary.json/*/*.json")
     assert retain["metrics"]["forget_quality_gap"] == pytest.approx(0.0)
     gap = sum(abs(unlearned["metrics"][m] - retain["metrics"][m]) for m in COPYRIGHT_METRICS)
     assert unlearned["metrics"]["forget_quality_gap"] == pytest.approx(gap)
     assert set(unlearned["lm_eval_not_run"]) == {"wikitext"}
-    items = pd.read_parquet(sorted(project.glob("data/07_model_output/unlearned_evaluation_items.parquet/*/*"))[-1])
+    items = pd.read_parquet(sorted(project.glob("data/hp/07_model_output/unlearned_evaluation_items.parquet/*/*"))[-1])
     prompts = items[items["set"] == "forget_completion"]["prompt"]
     assert all(p.startswith("Continue writing from this point: ") for p in prompts)

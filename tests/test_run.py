@@ -26,7 +26,7 @@ def tree_digest(folder: Path) -> str:
 
 
 def dataset_versions(project: Path) -> dict[str, list[Path]]:
-    return {name: sorted(p for p in project.glob(f"data/*/{name}/*") if p.is_dir()) for name in VERSIONED}
+    return {name: sorted(p for p in project.glob(f"data/test/*/{name}/*") if p.is_dir()) for name in VERSIONED}
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_second_run_writes_new_versions_and_leaves_the_first_untouched(project):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["flat_pipeline"])
+    runs = mlflow.search_runs(experiment_names=["flat_pipeline_test"])
     assert len(runs) == 2
     assert set(runs["params.data_prep.synthetic.n_authors"]) == {"20"}
     assert set(runs["params.templates.source"]) == {"idk"}
@@ -85,13 +85,13 @@ def test_registry_has_every_pipeline_and_the_default_runs_them_all():
 def test_default_run_saves_every_model_and_logs_training_unlearning_and_evaluation(project):
     run_session(project, ["__default__"])
     for name in MODELS:
-        versions = sorted(p for p in project.glob(f"data/06_models/{name}/*") if p.is_dir())
+        versions = sorted(p for p in project.glob(f"data/test/06_models/{name}/*") if p.is_dir())
         assert len(versions) == 1 and (versions[0] / name / "model.safetensors").is_file()
 
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    run = mlflow.search_runs(experiment_names=["flat_pipeline"]).iloc[0]
+    run = mlflow.search_runs(experiment_names=["flat_pipeline_test"]).iloc[0]
     client = mlflow.MlflowClient()
     for role in ("original", "retain"):
         history = client.get_metric_history(run.run_id, f"{role}.train_loss")
@@ -114,15 +114,15 @@ def test_default_run_saves_every_model_and_logs_training_unlearning_and_evaluati
     artifacts = [a.path for a in client.list_artifacts(run.run_id, "evaluation")]
     assert artifacts == ["evaluation/evaluation_comparison.png"]
     for name in ("original_evaluation_summary.json", "retain_reference.json", "unlearned_evaluation_items.parquet"):
-        assert len(list(project.glob(f"data/*/{name}/*/{name}"))) == 1, name
-    summary = json.loads(next(project.glob("data/08_reporting/unlearned_evaluation_summary.json/*/*")).read_text())
+        assert len(list(project.glob(f"data/test/*/{name}/*/{name}"))) == 1, name
+    summary = json.loads(next(project.glob("data/test/08_reporting/unlearned_evaluation_summary.json/*/*")).read_text())
     assert summary["retain_reference"]["forget_split"] == "forget10"
     assert "retain_model" in summary["retain_reference"]["retain_model"]
 
     # a model given by path, against the same pinned retain reference
-    unlearned = next(project.glob("data/06_models/unlearned_model/*/unlearned_model"))
+    unlearned = next(project.glob("data/test/06_models/unlearned_model/*/unlearned_model"))
     run_session(project, ["evaluate_external"], runtime_params={"external_model": str(unlearned)})
-    external = json.loads(next(project.glob("data/08_reporting/external_evaluation_summary.json/*/*")).read_text())
+    external = json.loads(next(project.glob("data/test/08_reporting/external_evaluation_summary.json/*/*")).read_text())
     assert external["model"] == str(unlearned)
     assert external["metrics"]["forget_quality"] == pytest.approx(summary["metrics"]["forget_quality"])
 
@@ -138,15 +138,15 @@ def test_benchmark_writes_a_leaderboard_that_the_notebook_reads(project, monkeyp
 
     run_session(project, ["__default__"])  # the original and retain models and the retain reference
     run_session(project, ["benchmark"])
-    table = pd.read_csv(next(project.glob("data/08_reporting/leaderboard.csv/*/leaderboard.csv")))
+    table = pd.read_csv(next(project.glob("data/test/08_reporting/leaderboard.csv/*/leaderboard.csv")))
     assert set(table["method"]) == {*BENCHMARK_METHODS, "original", "retain"}
     assert table["forget_quality"].between(0, 1).all()
-    markdown = next(project.glob("data/08_reporting/leaderboard.md/*/leaderboard.md")).read_text()
+    markdown = next(project.glob("data/test/08_reporting/leaderboard.md/*/leaderboard.md")).read_text()
     assert "| flat_kl |" in markdown and "| npo |" in markdown
-    assert len(list(project.glob("data/06_models/benchmark/*/*/*/model.safetensors"))) == len(BENCHMARK_METHODS)
+    assert len(list(project.glob("data/test/06_models/benchmark/*/*/*/model.safetensors"))) == len(BENCHMARK_METHODS)
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    run = mlflow.search_runs(experiment_names=["flat_pipeline"], order_by=["attributes.start_time DESC"]).iloc[0]
+    run = mlflow.search_runs(experiment_names=["flat_pipeline_test"], order_by=["attributes.start_time DESC"]).iloc[0]
     assert {f"metrics.{m}.forget_quality" for m in BENCHMARK_METHODS} <= set(run.index)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.run_id, "leaderboard")}
     expected = ("leaderboard.csv", "leaderboard.md", "leaderboard_scatter.png")

@@ -5,6 +5,7 @@ typo."""
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
@@ -33,11 +34,15 @@ def unknown_keys(params: Mapping[str, Any], known: Iterable[str], block: str) ->
 
 
 def config_from_params(cls: type[ConfigT], params: Mapping[str, Any], block: str) -> ConfigT:
-    """A config dataclass from a parameter block; an unknown key is an error that names it and the nearest known one."""
+    """A config dataclass from a parameter block; an unknown key is an error that names it and the nearest known one.
+
+    A class with a `block` init-only field gets the block's name too, for its own range checks' messages.
+    """
     problems = unknown_keys(params, [f.name for f in fields(cls)], block)
     if problems:
         raise ParameterError("; ".join(problems))
-    return cls(**params)
+    named = "block" in inspect.signature(cls).parameters
+    return cls(**params, block=block) if named else cls(**params)
 
 
 def check_number(

@@ -185,3 +185,29 @@ def test_invalid_json_line_names_file_and_line(tmp_path):
     (tmp_path / "forget10.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": \n')
     with pytest.raises(DataValidationError, match=r"forget10.jsonl, line 2: not valid JSON"):
         load_source("tofu", str(tmp_path))
+
+
+def test_a_json_file_of_one_record_is_one_row_and_unequal_columns_are_refused(tmp_path):
+    (tmp_path / "forget01.json").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")  # one JSON line
+    assert load_source("tofu", str(tmp_path)) == {"forget01": [{"question": "q", "answer": "a"}]}
+    (tmp_path / "forget01.json").write_text(json.dumps({"question": ["q1", "q2"], "answer": ["a1"]}))
+    with pytest.raises(
+        DataValidationError, match=r"forget01.json: expected .* got a JSON object of columns of lengths"
+    ):
+        load_source("tofu", str(tmp_path))
+
+
+def test_forget_items_must_stay_out_of_the_holdout_split_too(small_world):
+    roles = UnlearningSplits("forget10", None, "holdout10")
+    check_disjoint(small_world["forget10"], None, roles, small_world["holdout10"])
+    leaked = small_world["holdout10"] + small_world["forget10"][-1:]
+    with pytest.raises(DataValidationError, match=r"'forget10' and 'holdout10' overlap.*'author'.*non-members\)$"):
+        check_disjoint(small_world["forget10"], None, roles, leaked)
+
+
+def test_hp_reads_a_folder_not_a_single_file(tmp_path):
+    write_jsonl(tmp_path / "hp_qa.jsonl", [{"prompt": "Continue: The boy", "response": "who lived."}])
+    with pytest.raises(
+        DataValidationError, match=r"data_prep.path: source 'hp' reads a folder holding hp_qa.jsonl, hp"
+    ):
+        load_source("hp", str(tmp_path / "hp_qa.jsonl"))

@@ -8,15 +8,28 @@ step's loss is the mean of two half-batch means: measured within 1.5e-4 relative
 
 from __future__ import annotations
 
+import ast
+import inspect
+
 import pytest
 import torch
 from datasets import Dataset
 
+import flat_pipeline.launch
 from flat_pipeline.models.loading import load_causal_lm
 from flat_pipeline.training.finetune import finetune_from_params
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
 TOLERANCE = 1e-4
+
+
+def test_launch_imports_nothing_of_training():
+    """training decides to launch and imports launch; the launched worker (training.worker) imports training: no
+    circle."""
+    tree = ast.parse(inspect.getsource(flat_pipeline.launch))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [name for name in imported if name and name.startswith("flat_pipeline.training")]
 
 
 def curve(history, key):

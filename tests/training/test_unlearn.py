@@ -82,7 +82,8 @@ def test_unlearning_raises_template_scores_and_lowers_forget_scores(bundle, forg
 def test_a_non_finite_loss_stops_training_with_a_clear_error(bundle, forget_templates):
     with torch.no_grad():
         bundle.model.get_input_embeddings().weight.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="flat loss is nan at step 0"):
+    message = r"unlearn \(flat\): the training loss is nan at step 1 of 2 \(epoch 0.00\) \({'template_score': nan"
+    with pytest.raises(FloatingPointError, match=message):
         unlearn(bundle, forget_templates, UnlearnConfig(num_train_epochs=1))
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from flat_pipeline.data.sources import DataValidationError
+
 logger = logging.getLogger(__name__)
 
 
@@ -60,5 +62,22 @@ def build_training_sets(
             original.append(row)
             if name != forget_split and not member(row, author, forget_keys):
                 retain.append(row)
+    total = sum(len(splits[name]) for name in train_splits)
+    _check_not_empty(train_splits, total, len(original), len(retain))
     logger.info("training data: original %d rows, retain %d rows", len(original), len(retain))
     return Dataset.from_list(original), Dataset.from_list(retain)
+
+
+def _check_not_empty(train_splits: Sequence[str], total: int, n_original: int, n_retain: int) -> None:
+    """An empty training set would be saved and only fail when read back: refuse it, saying what removed the rows."""
+    removed = f"of the {total} row(s) of these splits, {total - n_original} are holdout items"
+    if n_original == 0:
+        model = "original"
+    elif n_retain == 0:
+        model, removed = "retain", f"{removed} and {n_original} forget items"
+    else:
+        return
+    raise DataValidationError(
+        f"parameter finetune.train_splits {list(train_splits)}: the {model} model's training set is empty: {removed}; "
+        f"name splits that hold rows outside the forget and holdout sets"
+    )

@@ -9,11 +9,16 @@ from kedro.io import AbstractVersionedDataset, DatasetError, Version
 
 from flat_pipeline.models.loading import ModelBundle, load_causal_lm
 
+from .atomic import AtomicSaveMixin
 
-class HFModelDataset(AbstractVersionedDataset[ModelBundle, ModelBundle]):
+
+class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, ModelBundle]):
     """Saves a ModelBundle as one folder (config, safetensors weights, tokenizer files) and loads it back.
 
     With `versioned: true` every save goes to `<filepath>/<timestamp>/<name>/` and never overwrites an earlier one.
+    The folder is written as `<filepath>/<timestamp>/.<name>.partial-<random>/` and renamed to `<name>` once model
+    and tokenizer are both on disk (`AtomicSaveMixin`), so a run killed or out of disk space mid-save leaves no
+    version that the next run could take for the latest. Local paths only.
 
     Example catalog entry::
 
@@ -47,10 +52,11 @@ class HFModelDataset(AbstractVersionedDataset[ModelBundle, ModelBundle]):
     def save(self, data: ModelBundle) -> None:
         if not isinstance(data, ModelBundle):
             raise DatasetError(f"HFModelDataset saves a ModelBundle(model, tokenizer), got {type(data).__name__}")
-        path = Path(str(self._get_save_path()))
-        path.mkdir(parents=True, exist_ok=True)
-        data.model.save_pretrained(path)
-        data.tokenizer.save_pretrained(path)
+        with self._staged_save(data):
+            path = Path(str(self._get_save_path()))  # the hidden folder, renamed when both are written
+            path.mkdir(parents=True, exist_ok=True)
+            data.model.save_pretrained(path)
+            data.tokenizer.save_pretrained(path)
 
     def _exists(self) -> bool:
         try:

@@ -9,12 +9,12 @@ the starting model, and an 8B model is not held twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import torch
 
-from flat_pipeline.config import config_from_params
+from flat_pipeline.config import ParameterError, check_choice, check_number, config_from_params
 
 LORA_SAVES = ("merged", "adapter")
 
@@ -29,15 +29,23 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: str | list[str] = field(default="all-linear")  # peft's shorthand: every linear layer but the head
     save: str = "merged"  # merged: the adapters folded into the weights; adapter: the adapter folder alone
+    block: InitVar[str] = "lora"  # names the parameters in messages
 
-    def __post_init__(self) -> None:
-        if self.save not in LORA_SAVES:
-            raise ValueError(f"parameter lora.save: expected one of {LORA_SAVES}, got '{self.save}'")
-        if self.r < 1:
-            raise ValueError(f"parameter lora.r: expected a positive rank, got {self.r}")
+    def __post_init__(self, block: str) -> None:
+        check_choice(f"{block}.save", self.save, LORA_SAVES)
+        check_number(f"{block}.r", self.r, minimum=1, integer=True)
+        check_number(f"{block}.alpha", self.alpha, above=0)
+        check_number(f"{block}.dropout", self.dropout, minimum=0, below=1)
+        targets = self.target_modules
+        names = [targets] if isinstance(targets, str) else targets
+        if not (isinstance(names, list | tuple) and all(isinstance(name, str) for name in names)):
+            raise ParameterError(
+                f"parameter {block}.target_modules: expected a module name pattern or a list of names, got {targets!r}"
+            )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, block: str) -> LoraSettings:
+        """From the `lora` block inside `block` (e.g. `finetune`); unknown keys name the nearest known one."""
         return config_from_params(cls, params or {}, f"{block}.lora")
 
 

@@ -1,12 +1,14 @@
-"""What every trainer shares: TrainingArguments, checkpoints and the logged history."""
+"""What every trainer shares: range checks of the optimiser settings, TrainingArguments, checkpoints and the logged
+history."""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+from flat_pipeline.config import ParameterError, check_choice, check_number
 
 History = dict[str, list[dict[str, float]]]
 
@@ -16,6 +18,47 @@ _SHARED_ARGUMENTS = (
     "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "max_grad_norm", "seed",
     "logging_steps", "bf16", "fp16",
 )  # fmt: skip
+# Schedules that need settings our configs do not pass: the min-lr cosines need `min_lr_rate` (only
+# FinetuneConfig has it), warmup_stable_decay needs `num_decay_steps`; transformers would refuse them at train time.
+NEEDS_MIN_LR = ("cosine_with_min_lr", "cosine_warmup_with_min_lr")
+NOT_SUPPORTED = ("warmup_stable_decay",)
+
+
+def scheduler_names(with_min_lr: bool) -> list[str]:
+    """transformers' `SchedulerType` values a config can use."""
+    from transformers.trainer_utils import SchedulerType
+
+    excluded = NOT_SUPPORTED if with_min_lr else NOT_SUPPORTED + NEEDS_MIN_LR
+    return [kind.value for kind in SchedulerType if kind.value not in excluded]
+
+
+def check_optimizer_settings(config: Any, block: str, with_min_lr: bool = False) -> None:
+    """Range checks of the settings FinetuneConfig and UnlearnConfig share; ParameterError names `<block>.<name>`.
+
+    Without them a learning rate of 0 or 0 epochs "succeed" and save a copy of the start model, and a batch size of 0
+    fails deep inside torch without naming the parameter.
+    """
+    check_number(f"{block}.learning_rate", config.learning_rate, above=0)
+    for name in ("adam_beta1", "adam_beta2"):
+        check_number(f"{block}.{name}", getattr(config, name), minimum=0, below=1)
+    check_number(f"{block}.weight_decay", config.weight_decay, minimum=0)
+    check_number(f"{block}.max_grad_norm", config.max_grad_norm, minimum=0)  # 0: no clipping
+    warmup = config.warmup_steps
+    check_number(f"{block}.warmup_steps", warmup, minimum=0)
+    if warmup >= 1 and not float(warmup).is_integer():  # transformers would truncate 2.5 steps to 2
+        raise ParameterError(
+            f"parameter {block}.warmup_steps: expected a share in [0, 1) or a whole number of steps, got {warmup!r}"
+        )
+    if not with_min_lr and config.lr_scheduler_type in NEEDS_MIN_LR:
+        raise ParameterError(
+            f"parameter {block}.lr_scheduler_type: {config.lr_scheduler_type!r} needs a min_lr_rate, which {block} "
+            f"has no setting for; use 'cosine' or 'linear'"
+        )
+    check_choice(f"{block}.lr_scheduler_type", config.lr_scheduler_type, scheduler_names(with_min_lr))
+    check_number(f"{block}.num_train_epochs", config.num_train_epochs, above=0)
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length"):
+        check_number(f"{block}.{name}", getattr(config, name), minimum=1, integer=True)
+    check_number(f"{block}.seed", config.seed, minimum=0, below=2**32, integer=True)  # numpy's seed range
 
 
 def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
@@ -30,10 +73,20 @@ def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda_available():
+    if in_launched_process() and not _cuda_available():
         kwargs.update(use_cpu=True, ddp_backend="gloo")  # launched processes on a machine without GPUs
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def in_launched_process() -> bool:
+    """True in one of several processes started by `accelerate launch` (flat_pipeline.training.worker)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_main_process() -> bool:
+    """The process that writes shared files: the only one, or rank 0 of launched ones."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _cuda_available() -> bool:
@@ -59,15 +112,6 @@ def checkpointing(output_dir: str | None) -> dict[str, Any]:
     if output_dir is None:
         return {"save_strategy": "no"}
     return {"save_strategy": "epoch", "save_total_limit": 1, "save_only_model": False}
-
-
-def resume_point(output_dir: str | None, resume: bool) -> str | None:
-    """The last checkpoint in `output_dir` to resume from, if resuming is asked for and one exists."""
-    if not resume or output_dir is None or not Path(output_dir).is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(output_dir)
 
 
 def save_trained(trainer: Any, tokenizer: Any, path: str) -> None:

@@ -11,26 +11,35 @@ import math
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from typing import Any
 
 from datasets import Dataset
 
 from flat_pipeline.batching import PadCollator
-from flat_pipeline.config import config_from_params
+from flat_pipeline.config import check_number, config_from_params
+from flat_pipeline.launch import LaunchSettings
+from flat_pipeline.launch import run as run_launched
 from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.models.lora import LoraSettings, add_lora, finish_lora
 from flat_pipeline.prompts import IGNORE_INDEX, encode_example
 from flat_pipeline.scoring import answer_logits, score_answers
 from flat_pipeline.training.common import (
     History,
+    check_optimizer_settings,
     checkpointing,
     history_from_log,
-    resume_point,
+    in_launched_process,
+    is_main_process,
     save_trained,
     training_arguments,
 )
+from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
+from flat_pipeline.training.guards import TrainingError, check_not_collapsed, guarded_trainer, last_grad_norm
 
 logger = logging.getLogger(__name__)
+
+TRAINING_BLOCK = "finetune.training"
 
 
 @dataclass
@@ -56,10 +65,31 @@ class FinetuneConfig:
     fp16: bool = False
     output_dir: str | None = None  # checkpoints (every epoch, the last kept); None: a temporary folder, nothing kept
     resume: bool = True  # continue from the last checkpoint in output_dir, if there is one
+    block: InitVar[str] = TRAINING_BLOCK  # names the parameters in messages
+
+    def __post_init__(self, block: str) -> None:
+        check_optimizer_settings(self, block, with_min_lr=True)
+        check_number(f"{block}.min_lr_rate", self.min_lr_rate, minimum=0, maximum=1)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> FinetuneConfig:
-        return config_from_params(cls, params, "finetune.training")
+    def from_params(cls, params: Mapping[str, Any], block: str = TRAINING_BLOCK) -> FinetuneConfig:
+        """From a `finetune.training` block; unknown keys name the nearest known one."""
+        return config_from_params(cls, params, block)
+
+
+def min_train_exact_match(finetune_params: Mapping[str, Any]) -> float | None:
+    """`finetune.min_train_exact_match`, range-checked: the floor of the finished model's teacher-forced exact match
+    on its own training QA (None: no floor)."""
+    floor = finetune_params.get("min_train_exact_match")
+    check_number("finetune.min_train_exact_match", floor, minimum=0, maximum=1, optional=True)
+    return floor
+
+
+def _remedy(config: FinetuneConfig) -> str:
+    return (
+        f"Lower {TRAINING_BLOCK}.learning_rate (now {config.learning_rate:g}): a rate this high makes the weights "
+        f"diverge or collapse."
+    )
 
 
 def _arguments(config: FinetuneConfig, output_dir: str) -> Any:
@@ -96,9 +126,8 @@ def exact_match_rate(bundle: ModelBundle, rows: Dataset, prompt_format: str, max
 
 def _trainer_class() -> type:
     import torch.nn.functional as F
-    from transformers import Trainer
 
-    class FinetuneTrainer(Trainer):
+    class FinetuneTrainer(guarded_trainer()):
         """HF Trainer whose loss sends only answer positions through the LM head (see `answer_logits`).
 
         The loss is the mean token cross-entropy over every answer token of the optimiser step (all accumulated
@@ -119,6 +148,7 @@ def _trainer_class() -> type:
                 loss = summed / num_items_in_batch
                 if self.args.average_tokens_across_devices:  # gradients are averaged over processes afterwards
                     loss = loss * self.accelerator.num_processes
+            self.stop_unless_finite_loss(loss)
             return (loss, {"logits": logits}) if return_outputs else loss
 
     return FinetuneTrainer
@@ -130,42 +160,73 @@ def finetune(
     config: FinetuneConfig,
     prompt_format: str = "plain",
     save_to: str | None = None,
+    *,
+    lora: LoraSettings | None = None,
+    launch: LaunchSettings | None = None,
 ) -> tuple[ModelBundle, History]:
-    """Train `bundle.model` in place on `train_rows`; returns it with its loss / learning-rate history.
+    """Train `bundle.model` on `train_rows` (in place, unless launched); returns it with its loss / learning-rate /
+    gradient-norm history.
 
-    `save_to`: also write the trained model there through the Trainer, which gathers FSDP / DeepSpeed shards (every
-    launched process must call it; the main one writes).
+    `lora` (enabled): train adapters only, then merge them (or keep them, `save: adapter`). `launch` with more than
+    one process: train through `accelerate launch` (flat_pipeline.launch). `save_to`: also write the trained model
+    there through the Trainer, which gathers FSDP / DeepSpeed shards (every launched process must call it; the main
+    one writes). Raises FloatingPointError on a non-finite loss or gradient norm, TrainingError on a collapsed model,
+    and CheckpointMismatch when `config.output_dir` holds another training's checkpoints.
     """
+    lora = lora or LoraSettings()
+    if launch is not None and launch.num_processes > 1:  # each process comes back here without `launch`
+        bundle, history = run_launched(
+            "finetune", bundle, {"train": train_rows}, config, launch, prompt_format=prompt_format, lora=asdict(lora)
+        )
+    else:
+        bundle, history = _finetune_here(bundle, train_rows, config, prompt_format, save_to=save_to, lora=lora)
+    if not in_launched_process():  # the launching process checks the whole model, not each shard of it
+        sample = [
+            encode_example(bundle.tokenizer, row["answer"], row["question"], prompt_format, config.max_length)
+            for row in train_rows.select(range(min(len(train_rows), 8)))
+        ]
+        check_not_collapsed(
+            bundle.model,
+            [example.input_ids for example in sample],
+            bundle.tokenizer.pad_token_id,
+            last_grad_norm(history),
+            job="finetune",
+            remedy=_remedy(config),
+        )
+    return bundle, history
+
+
+def _finetune_here(
+    bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt_format: str, *, save_to: str | None,
+    lora: LoraSettings,
+) -> tuple[ModelBundle, History]:  # fmt: skip
     train_set = tokenize_rows(train_rows, bundle.tokenizer, prompt_format, config.max_length)
+    settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
+    current = fingerprint(settings, {"train": train_set}, start_model_identity(bundle))
+    checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, TRAINING_BLOCK)
+    if lora.enabled:
+        bundle.model = add_lora(bundle.model, lora)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = _trainer_class()(
             model=bundle.model,
             args=_arguments(config, config.output_dir or scratch),
             train_dataset=train_set,
             data_collator=PadCollator(bundle.tokenizer.pad_token_id),
+            job="finetune",
+            remedy=_remedy(config),
         )
-        checkpoint = resume_point(config.output_dir, config.resume)
         if checkpoint:
             logger.info("resuming finetuning from %s", checkpoint)
         trainer.train(resume_from_checkpoint=checkpoint)
-        if save_to is not None:
+        if save_to is not None and not lora.enabled:
             save_trained(trainer, bundle.tokenizer, save_to)
+    if lora.enabled:  # merged after training, saved by the main process (DDP; not FSDP / DeepSpeed)
+        bundle.model = finish_lora(bundle.model, lora)
+        if save_to is not None and is_main_process():
+            bundle.model.save_pretrained(save_to)
+            bundle.tokenizer.save_pretrained(save_to)
     names = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
     return bundle, history_from_log(trainer.state.log_history, names)
-
-
-def finetune_with_lora(
-    bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt_format: str, lora: Any
-) -> tuple[ModelBundle, History]:
-    """`finetune`, with LoRA adapters added before and merged (or kept, `save: adapter`) after when enabled."""
-    from flat_pipeline.models.lora import add_lora, finish_lora
-
-    if lora.enabled:
-        bundle.model = add_lora(bundle.model, lora)
-    bundle, history = finetune(bundle, train_rows, config, prompt_format)
-    if lora.enabled:
-        bundle.model = finish_lora(bundle.model, lora)
-    return bundle, history
 
 
 def finetune_from_params(
@@ -175,16 +236,14 @@ def finetune_from_params(
 
     The history gains `train_exact_match` (teacher-forced, on the QA rows trained on) and `train_seconds`. With
     `finetune.lora.enabled`, only LoRA adapters train, and the result is the merged model or the adapter
-    (`finetune.lora.save`).
+    (`finetune.lora.save`). Below `finetune.min_train_exact_match`, TrainingError: the model is not saved.
     """
     import torch
 
-    from flat_pipeline.launch import LaunchSettings
-    from flat_pipeline.launch import run as run_launched
     from flat_pipeline.models.loading import build_base_model
-    from flat_pipeline.models.lora import LoraSettings
 
     config = FinetuneConfig.from_params(finetune_params["training"])
+    floor = min_train_exact_match(finetune_params)
     lora = LoraSettings.from_params(finetune_params.get("lora"), "finetune")
     if lora.enabled and lora.save == "adapter" and model_params["source"] != "pretrained":
         raise ValueError(
@@ -200,18 +259,31 @@ def finetune_from_params(
     n_params = sum(p.numel() for p in bundle.model.parameters())
     logger.info("finetuning a %.2fM-parameter model on %d rows", n_params / 1e6, len(train_rows))
     started = time.perf_counter()
-    if launch.num_processes > 1:  # each process runs the lines below (LoRA included) on its share of the batches
-        bundle, history = run_launched(
-            "finetune", bundle, {"train": train_rows}, config, launch,
-            prompt_format=model_params["prompt_format"], lora=asdict(lora),
-        )  # fmt: skip
-    else:
-        bundle, history = finetune_with_lora(bundle, train_rows, config, model_params["prompt_format"], lora)
+    prompt_format = model_params["prompt_format"]
+    bundle, history = finetune(bundle, train_rows, config, prompt_format, lora=lora, launch=launch)
     seconds = time.perf_counter() - started
-    exact_match = exact_match_rate(bundle, train_rows, model_params["prompt_format"], config.max_length)
+    exact_match = exact_match_rate(bundle, train_rows, prompt_format, config.max_length)
     logger.info("finetune took %.0f s; teacher-forced exact match on its QA: %.4f", seconds, exact_match)
+    check_exact_match_floor(exact_match, floor, config)
     last_step = history["train_loss"][-1]["step"] if history.get("train_loss") else 0
     if not math.isnan(exact_match):  # NaN: no QA rows (MUSE's raw text)
         history["train_exact_match"] = [{"step": last_step, "value": exact_match}]
     history["train_seconds"] = [{"step": last_step, "value": seconds}]
     return bundle, history
+
+
+def check_exact_match_floor(exact_match: float, floor: float | None, config: FinetuneConfig) -> None:
+    """TrainingError when the finished model reproduces less of its own training QA than `floor` asks."""
+    if floor is None:
+        return
+    if math.isnan(exact_match):
+        logger.warning("finetune.min_train_exact_match is set, but the training data hold no QA rows to measure it on")
+        return
+    if exact_match < floor:
+        raise TrainingError(
+            f"finetune: teacher-forced exact match on its own training QA is {exact_match:.4f}, below "
+            f"finetune.min_train_exact_match = {floor:g}: the model has not learnt its training data, so it is not "
+            f"saved. Train longer ({TRAINING_BLOCK}.num_train_epochs, now {config.num_train_epochs:g}) or change "
+            f"{TRAINING_BLOCK}.learning_rate (now {config.learning_rate:g}; too high diverges, too low learns "
+            f"slowly); or lower finetune.min_train_exact_match (null turns the check off)."
+        )

@@ -13,14 +13,14 @@ import logging
 import random
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import InitVar, asdict, dataclass
 from typing import Any
 
 import torch
 from datasets import Dataset
 
 from flat_pipeline.batching import pad_batch
-from flat_pipeline.config import config_from_params
+from flat_pipeline.config import ParameterError, check_choice, check_number, config_from_params
 from flat_pipeline.launch import LaunchSettings
 from flat_pipeline.launch import run as run_launched
 from flat_pipeline.losses import DIVERGENCES, SCORES
@@ -30,12 +30,16 @@ from flat_pipeline.prompts import encode_example
 from flat_pipeline.templates import PAIRINGS, pick_template
 from flat_pipeline.training.common import (
     History,
+    check_optimizer_settings,
     checkpointing,
     history_from_log,
-    resume_point,
+    in_launched_process,
+    is_main_process,
     save_trained,
     training_arguments,
 )
+from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
+from flat_pipeline.training.guards import check_not_collapsed, guarded_trainer, last_grad_norm
 from flat_pipeline.training.methods import METHODS, Method
 
 logger = logging.getLogger(__name__)
@@ -79,31 +83,44 @@ class UnlearnConfig:
     lora: Mapping[str, Any] | None = None  # flat_pipeline.models.lora.LoraSettings; None: every weight trains
     launch: Mapping[str, Any] | None = None  # flat_pipeline.launch.LaunchSettings; None: this process only
 
-    def __post_init__(self) -> None:
-        self.lora_settings = LoraSettings.from_params(self.lora, "unlearn")
-        self.launch_settings = LaunchSettings.from_params(self.launch, "unlearn")
-        if self.method not in METHODS:
-            raise ValueError(f"parameter unlearn.method: expected one of {sorted(METHODS)}, got '{self.method}'")
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(
-                f"parameter unlearn.divergence: expected one of {sorted(DIVERGENCES)}, got '{self.divergence}'"
-            )
-        if self.score not in SCORES:
-            raise ValueError(f"parameter unlearn.score: expected one of {SCORES}, got '{self.score}'")
-        if self.pairing not in PAIRINGS:
-            raise ValueError(f"parameter templates.pairing: expected one of {PAIRINGS}, got '{self.pairing}'")
+    block: InitVar[str] = "unlearn"  # names the parameters in messages (the benchmark: benchmark.methods.<name>)
+
+    def __post_init__(self, block: str) -> None:
+        self.block = block
+        check_choice(f"{block}.method", self.method, sorted(METHODS))
+        check_choice(f"{block}.divergence", self.divergence, sorted(DIVERGENCES))
+        check_choice(f"{block}.score", self.score, SCORES)
+        check_choice("templates.pairing", self.pairing, PAIRINGS)
         if self.code_compat and self.score != "prob":
-            raise ValueError(
-                "parameter unlearn.code_compat: the reference code's form scores probabilities; set score=prob"
+            raise ParameterError(
+                f"parameter {block}.code_compat: the reference code's form scores probabilities; set score=prob"
             )
+        for name in ("forget_weight", "retain_weight"):
+            check_number(f"{block}.{name}", getattr(self, name), minimum=0)
+        check_number(f"{block}.beta", self.beta, above=0)
+        check_number(f"{block}.delta", self.delta)
+        check_number(f"{block}.rmu_layer", self.rmu_layer, minimum=0, integer=True)
+        check_number(f"{block}.steering_coeff", self.steering_coeff)
+        check_optimizer_settings(self, block)
+        self.lora_settings = LoraSettings.from_params(self.lora, block)
+        self.launch_settings = LaunchSettings.from_params(self.launch, block)
 
     @property
     def spec(self) -> Method:
         return METHODS[self.method]
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> UnlearnConfig:
-        return config_from_params(cls, params, "unlearn")
+    def from_params(cls, params: Mapping[str, Any], block: str = "unlearn") -> UnlearnConfig:
+        """From an `unlearn` block (or a benchmark method's, `block="benchmark.methods.<name>"`); unknown keys name
+        the nearest known one."""
+        return config_from_params(cls, params, block)
+
+    def remedy(self) -> str:
+        """What to change when training diverges or collapses."""
+        hint = f"Lower {self.block}.learning_rate (now {self.learning_rate:g})"
+        if self.method == "flat" and self.score == "prob":
+            hint += f", or set {self.block}.score=logprob (FLAT's probability scores underflow)"
+        return hint + "."
 
 
 class UnlearnCollator:
@@ -181,7 +198,7 @@ def frozen_reference(model: Any) -> Any:
 
 
 def _trainer_class() -> type:
-    from transformers import Trainer, TrainerCallback
+    from transformers import TrainerCallback
 
     class EpochToCollator(TrainerCallback):
         def __init__(self, collator: UnlearnCollator, on_epoch_end: Callable[[int], None] | None) -> None:
@@ -194,7 +211,7 @@ def _trainer_class() -> type:
             if self.on_epoch_end_hook is not None:
                 self.on_epoch_end_hook(round(state.epoch))
 
-    class UnlearnTrainer(Trainer):
+    class UnlearnTrainer(guarded_trainer()):
         """HF Trainer whose loss is the configured method's; logs the method's own terms beside the loss."""
 
         loss_is_scaled_for_ga = False  # the loss is a per-batch mean; the Trainer divides it over accumulation
@@ -202,7 +219,8 @@ def _trainer_class() -> type:
         def __init__(
             self, *args, unlearn_config: UnlearnConfig, reference: Any = None, on_epoch_end=None, **kwargs
         ) -> None:
-            super().__init__(*args, **kwargs)
+            job = f"unlearn ({unlearn_config.method})"
+            super().__init__(*args, job=job, remedy=unlearn_config.remedy(), **kwargs)
             self.unlearn_config, self.reference = unlearn_config, reference
             self.add_callback(EpochToCollator(self.data_collator, on_epoch_end))
             self._log_sums: dict[str, Any] = {}
@@ -213,13 +231,9 @@ def _trainer_class() -> type:
                 parameter = next(model.parameters())
                 self.reference.to(device=parameter.device, dtype=parameter.dtype)  # no-op once moved
             loss, logs = self.unlearn_config.spec.step(model, inputs, self.reference, self.unlearn_config)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss):  # the method's own terms say which side went wrong
                 readable = {key: round(value.item(), 4) for key, value in logs.items()}
-                raise FloatingPointError(
-                    f"{self.unlearn_config.method} loss is {loss.item()} at step {self.state.global_step} "
-                    f"({readable}); stopping. Checkpoints of earlier epochs stay in {self.args.output_dir}. Lower "
-                    f"unlearn.learning_rate (FLAT: or use unlearn.score=logprob)."
-                )
+                self.stop_unless_finite_loss(loss, f" ({readable})")
             for key, value in logs.items():
                 self._log_sums[key] = self._log_sums.get(key, 0.0) + value  # tensors until logged
             self._log_count += 1
@@ -254,10 +268,12 @@ def unlearn(
     `retain_rows` (question, answer) are read only by methods that need retain data; a frozen copy of the model is
     made only for methods that need a reference (with `lora.enabled`, the model with its adapters off instead).
     `on_epoch_end(epoch)` is called after every epoch (e.g. to measure selectivity as it develops). `save_to`: also
-    write the trained model there through the Trainer (gathering FSDP / DeepSpeed shards; not with LoRA).
+    write the trained model there through the Trainer (gathering FSDP / DeepSpeed shards).
 
     Returns the model and its per-step history: `unlearn_loss`, learning rate, gradient norm and the method's own
-    terms (FLAT: `template_score`, `forget_score`).
+    terms (FLAT: `template_score`, `forget_score`). Raises FloatingPointError on a non-finite loss or gradient norm,
+    TrainingError on a collapsed model, and CheckpointMismatch when `config.output_dir` holds another training's
+    checkpoints.
     """
     spec, lora = config.spec, config.lora_settings
     if spec.needs_retain and (retain_rows is None or len(retain_rows) == 0):
@@ -266,15 +282,52 @@ def unlearn(
         if on_epoch_end is not None or lora.save == "adapter" and lora.enabled:
             raise ValueError("unlearn.launch.num_processes > 1 supports neither on_epoch_end nor lora.save=adapter")
         rows = {"forget": forget_templates, "retain": retain_rows if spec.needs_retain else None}
-        return run_launched("unlearn", bundle, rows, config, config.launch_settings, prompt_format=prompt_format)
+        bundle, history = run_launched(
+            "unlearn", bundle, rows, config, config.launch_settings, prompt_format=prompt_format
+        )
+    else:
+        bundle, history = _unlearn_here(
+            bundle, forget_templates, config, prompt_format,
+            retain_rows=retain_rows, on_epoch_end=on_epoch_end, save_to=save_to,
+        )  # fmt: skip
+    if not in_launched_process():  # the launching process checks the whole model, not each shard of it
+        sample = [
+            encode_example(bundle.tokenizer, row["forget_answer"], row["prompt"], prompt_format, config.max_length)
+            for row in forget_templates.select(range(min(len(forget_templates), 8)))
+        ]
+        check_not_collapsed(
+            bundle.model,
+            [example.input_ids for example in sample],
+            bundle.tokenizer.pad_token_id,
+            last_grad_norm(history),
+            job=f"unlearn ({config.method})",
+            remedy=config.remedy(),
+        )
+    return bundle, history
+
+
+def _unlearn_here(
+    bundle: ModelBundle,
+    forget_templates: Dataset,
+    config: UnlearnConfig,
+    prompt_format: str,
+    *,
+    retain_rows: Dataset | None,
+    on_epoch_end: Callable[[int], None] | None,
+    save_to: str | None,
+) -> tuple[ModelBundle, History]:
+    spec, lora = config.spec, config.lora_settings
     if lora.enabled and lora.save == "adapter" and bundle.source is None:
         raise ValueError(
-            "parameter unlearn.lora.save: 'adapter' needs the original model loaded from a folder (the adapter is "
-            "loaded onto it later); use 'merged'"
+            f"parameter {config.block}.lora.save: 'adapter' needs the original model loaded from a folder (the "
+            f"adapter is loaded onto it later); use 'merged'"
         )
     tokenizer = bundle.tokenizer
     train_set = tokenize_forget(forget_templates, tokenizer, prompt_format, config.max_length, spec.needs_templates)
     retain = tokenize_retain(retain_rows, tokenizer, prompt_format, config.max_length) if spec.needs_retain else None
+    settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
+    current = fingerprint(settings, {"forget": train_set, "retain": retain}, start_model_identity(bundle))
+    checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, config.block)
     if lora.enabled:
         bundle.model = add_lora(bundle.model, lora)
     reference = None
@@ -298,7 +351,6 @@ def unlearn(
             reference=reference,
             on_epoch_end=on_epoch_end,
         )
-        checkpoint = resume_point(config.output_dir, config.resume)
         if checkpoint:
             logger.info("resuming unlearning from %s", checkpoint)
         trainer.train(resume_from_checkpoint=checkpoint)
@@ -306,6 +358,9 @@ def unlearn(
             save_trained(trainer, tokenizer, save_to)
     if lora.enabled:
         bundle.model = finish_lora(bundle.model, lora)
+        if save_to is not None and is_main_process():  # merged after training (DDP; not FSDP / DeepSpeed)
+            bundle.model.save_pretrained(save_to)
+            tokenizer.save_pretrained(save_to)
     # The method's own terms are logged under their names; the Trainer's end-of-run summary (train_*) is not.
     logged = {"loss": "unlearn_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
     for entry in trainer.state.log_history:

@@ -57,6 +57,8 @@ def test_benchmark_holds_every_split_of_the_source():
 def test_hp_source_without_retain_data_gives_an_empty_retain_set(tmp_path):
     rows = [{"prompt": f"Continue: sentence {i}", "response": f"ending {i}"} for i in range(3)]
     (tmp_path / "hp_qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "hp.jsonl").write_text(json.dumps({"text": "The book text."}))  # HP's required files
+    (tmp_path / "hp_test_qa_200.jsonl").write_text(json.dumps({"prompt": "Expand on this snippet: A", "response": "B"}))
     p = params(source="hp", path=str(tmp_path), forget_split="forget")
     forget, retain, holdout = select_unlearning_sets(load_benchmark(p), p)
     assert forget["question"] == [r["prompt"] for r in rows] and forget["answer"] == [r["response"] for r in rows]

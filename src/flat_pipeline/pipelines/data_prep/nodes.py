@@ -7,7 +7,13 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Value
 
-from flat_pipeline.data.sources import UnlearningSplits, check_disjoint, load_source, resolve_roles
+from flat_pipeline.data.sources import (
+    DataValidationError,
+    UnlearningSplits,
+    check_roles,
+    load_source_files,
+    resolve_roles,
+)
 from flat_pipeline.data.text_chunks import chunk_text, completion_pairs
 
 logger = logging.getLogger(__name__)
@@ -31,20 +37,19 @@ def load_benchmark(params: dict[str, Any]) -> DatasetDict:
     Returns:
         Every split of the source by name.
     """
-    splits = load_source(params["source"], params.get("path"), params.get("synthetic"))
+    splits = load_source_files(params["source"], params.get("path"), params.get("synthetic"))
     roles = _roles(params, list(splits))
-    if roles.retain:
-        check_disjoint(splits[roles.forget], splits[roles.retain], roles)
+    check_roles(splits, roles)
     logger.info(
         "benchmark '%s': %d splits, %d rows; forget=%s retain=%s holdout=%s",
         params["source"],
         len(splits),
-        sum(len(rows) for rows in splits.values()),
+        sum(len(rows) for rows, _ in splits.values()),
         roles.forget,
         roles.retain,
         roles.holdout,
     )
-    return DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()})
+    return DatasetDict({name: Dataset.from_list(rows) for name, (rows, _) in splits.items()})
 
 
 def _as_role(dataset: Dataset) -> Dataset:
@@ -70,6 +75,20 @@ def _text_chunks(params: dict[str, Any], split: str) -> dict[str, int]:
     return chunks
 
 
+def _forget_pairs(documents: Dataset, split: str, chunks: dict[str, int]) -> Dataset:
+    """The (prompt, continuation) pairs of a raw-text forget split; none at all is refused (nothing to unlearn)."""
+    pairs = completion_pairs(documents["text"], chunks["chunk_words"], chunks["prompt_words"])
+    if not pairs:
+        longest = max(len(text.split()) for text in documents["text"])
+        raise DataValidationError(
+            f"split '{split}': the forget set is empty: none of its {len(documents)} document(s) has more than "
+            f"prompt_words={chunks['prompt_words']} words (the longest has {longest}), so no chunk has a "
+            f"continuation to forget; lower data_prep.text_chunks.prompt_words"
+        )
+    logger.info("forget split '%s': %d (prompt, continuation) pairs", split, len(pairs))
+    return Dataset.from_list(pairs)
+
+
 def select_unlearning_sets(benchmark: DatasetDict, params: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     """The forget, retain and holdout sets; a role the source does not fill is an empty set.
 
@@ -86,9 +105,7 @@ def select_unlearning_sets(benchmark: DatasetDict, params: dict[str, Any]) -> tu
     roles = _roles(params, list(benchmark))
     forget = _as_role(benchmark[roles.forget])
     if _is_text(forget):
-        chunks = _text_chunks(params, roles.forget)
-        forget = Dataset.from_list(completion_pairs(forget["text"], chunks["chunk_words"], chunks["prompt_words"]))
-        logger.info("forget split '%s': %d (prompt, continuation) pairs", roles.forget, len(forget))
+        forget = _forget_pairs(forget, roles.forget, _text_chunks(params, roles.forget))
 
     def optional(name: str | None) -> Dataset:
         if name:

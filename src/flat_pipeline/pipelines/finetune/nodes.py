@@ -59,7 +59,11 @@ def finetune_model(
     """Finetune a fresh base model on `train_set`.
 
     With `finetune.training.output_dir` set, the `role` model's checkpoints go to `<output_dir>/<role>`, and a
-    killed run resumes from there.
+    killed run resumes from there (only a run of the same configuration, data and start model).
+
+    Raises (so Kedro saves no model version): FloatingPointError at a non-finite loss or gradient norm,
+    TrainingError for a collapsed model or an exact match below `finetune.min_train_exact_match`,
+    CheckpointMismatch when the checkpoint folder holds another training's checkpoints.
 
     Returns:
         The trained model with its tokenizer, and its metric history (loss, learning rate, gradient norm, the

@@ -30,6 +30,10 @@ def unlearn_model(
 
     Returns:
         The unlearned model, and its per-step history: loss, learning rate and the method's own terms.
+
+    Raises (so Kedro saves no model version): FloatingPointError at a non-finite loss or gradient norm,
+    TrainingError for a collapsed model, CheckpointMismatch when `unlearn.output_dir` holds another training's
+    checkpoints.
     """
     config = UnlearnConfig.from_params({**unlearn_params, "pairing": templates_params["pairing"]})
     return unlearn(original_model, forget_templates, config, model_params["prompt_format"], retain_rows=retain_set)

@@ -1,0 +1,182 @@
+"""Atomic saves: a dataset version appears under its final name only once it is complete.
+
+Kedro picks the latest version of a dataset by globbing `<filepath>/*/<name>` and taking the newest match that
+exists. A save killed half-way (`kill -9`, a full disk, an exception in the writer) used to leave a partial
+`<filepath>/<version>/<name>` behind, and the next run loaded it as the latest version. Here every save writes to a
+hidden sibling, `<filepath>/<version>/.<name>.partial-<random>`, which that glob never matches, and renames it to
+`<name>` only after the writer has finished and the data is on disk.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from functools import wraps
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_MARK = ".partial-"  # in the name of a save in progress, or of one killed before it could clean up
+LOCAL_PROTOCOLS = ("file", "local")
+
+
+def partial_name(name: str) -> str:
+    """The hidden name a save of `name` writes to before it is renamed: `.<name>.partial-<8 hex digits>`."""
+    return f".{name}{PARTIAL_MARK}{secrets.token_hex(4)}"
+
+
+class AtomicSaveMixin:
+    """Makes a Kedro versioned dataset publish each save by a rename, so no reader ever sees a partial one.
+
+    Put it first among the bases, before the Kedro dataset it wraps. During `save`, `_get_save_path()` returns a
+    hidden sibling of the final path (`.<name>.partial-<random>`, in the same version folder); once the dataset's own
+    save has returned, every file is flushed to disk (fsync) and the sibling is renamed to the final name, a single
+    atomic step on one filesystem. On any failure, KeyboardInterrupt included, the sibling and the version folder
+    it leaves empty are removed and the error is re-raised: nothing is left under the final name.
+
+    A process killed outright (SIGKILL, power loss) cannot clean up: it leaves
+    `<filepath>/<version>/.<name>.partial-<random>`, invisible to Kedro's version lookup and safe to delete once no
+    run is saving.
+
+    Unversioned datasets get the same treatment: a file is replaced by `os.replace`; a folder that already exists is
+    first renamed aside (`.<name>.replaced-<random>`) and deleted once the new one is in place.
+
+    Only local paths are staged. On other protocols (s3://, gcs://, ...) a rename is a copy, so the dataset writes
+    in place as it always did: a single object there becomes visible only when its upload completes, a folder of
+    several objects does not.
+
+    Datasets that add to what is already there (an `open_args_save` mode other than `w`/`wb`, e.g. append) are
+    written in place too, as the sibling would lose what they add to.
+    """
+
+    _staging_path: PurePosixPath | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        inherits_init = "__init__" not in vars(cls)
+        super().__init_subclass__(**kwargs)  # Kedro wraps `load`, `save` and `__init__` here
+        # Kedro wraps a subclass's `save` again on top of the parent's already wrapped one when the subclass defines
+        # none, so the version bookkeeping would run twice (two timestamps, a consistency warning): wrap it once.
+        cls.save = cls._save_wrapper(inspect.unwrap(cls.save))  # type: ignore[attr-defined]
+        if inherits_init:
+            cls.__init__ = _recording_own_arguments(cls.__init__)  # type: ignore[method-assign]
+
+    def _get_save_path(self) -> PurePosixPath:
+        if self._staging_path is not None:
+            return self._staging_path
+        return super()._get_save_path()  # type: ignore[misc]
+
+    def _stages_save(self, data: Any, final_path: PurePosixPath) -> bool:
+        """Whether this save goes through a hidden sibling (see the class docstring for when it does not)."""
+        mode = getattr(self, "_fs_open_args_save", {}).get("mode", "w")
+        return getattr(self, "_protocol", "file") in LOCAL_PROTOCOLS and mode.startswith("w")
+
+    @contextmanager
+    def _staged_save(self, data: Any) -> Iterator[None]:
+        """Inside: `_get_save_path()` is the hidden sibling. On leaving: renamed to the final path, or removed."""
+        final = super()._get_save_path()  # type: ignore[misc]  # resolves the version, refuses an existing one
+        if not self._stages_save(data, final):
+            yield
+            return
+        final_path = Path(str(final))
+        staging = final_path.with_name(partial_name(final_path.name))
+        version_folder = final_path.parent if self._version else None  # type: ignore[attr-defined]
+        try:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            self._staging_path = PurePosixPath(staging.as_posix())
+            yield
+            _publish(staging, final_path)
+        except BaseException:
+            _remove(staging)
+            if version_folder is not None:
+                with suppress(OSError):  # only if empty: never anything another save put there
+                    version_folder.rmdir()
+            outcome = f"no version {final_path.parent.name} written" if version_folder else f"{final} left as it was"
+            logger.warning("Saving %s failed: %s (the incomplete copy is removed)", self, outcome)
+            raise
+        finally:
+            self._staging_path = None
+
+    def save(self, data: Any) -> None:
+        # The parent's save unwrapped: Kedro's wrapper around this method already did the version bookkeeping.
+        parent_save = inspect.unwrap(super().save.__func__)  # type: ignore[misc]
+        with self._staged_save(data):
+            parent_save(self, data)
+
+
+def _recording_own_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """Make `_init_args` (behind `catalog.to_config()` and `kedro catalog` commands) name the real parameters.
+
+    Kedro records a dataset's arguments by inspecting the `__init__` it wraps. For a subclass that inherits its
+    `__init__`, that is the parent's wrapper, whose `*args, **kwargs` would be recorded instead.
+    """
+    own_init = inspect.unwrap(init)
+
+    @wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._init_args = inspect.getcallargs(own_init, self, *args, **kwargs)
+        self._init_args.pop("self", None)
+
+    return __init__
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Rename a finished save to its final name, after flushing it to disk."""
+    if not staging.exists():
+        return  # the writer wrote nothing (an empty dict of figures): nothing to publish, as without staging
+    _flush_to_disk(staging)
+    if staging.is_dir() and final.exists():
+        # An unversioned folder saved again: rename() cannot replace a non-empty folder, so the old one steps aside.
+        retired = final.with_name(f".{final.name}.replaced-{secrets.token_hex(4)}")
+        os.rename(final, retired)
+        try:
+            os.rename(staging, final)
+        except BaseException:
+            os.rename(retired, final)
+            raise
+        _remove(retired)
+    else:
+        os.replace(staging, final)
+    _fsync_folder(final.parent)
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync every file under `path`: the rename must not publish data that a power loss could still take away,
+    and a write error the filesystem reports late (ENOSPC on NFS) must surface before the version is published."""
+    if not path.is_dir():
+        _fsync_file(path)
+        return
+    for folder, _, files in os.walk(path, topdown=False):
+        for name in files:
+            _fsync_file(Path(folder) / name)
+        _fsync_folder(Path(folder))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(path: Path) -> None:
+    # Makes a rename durable; some filesystems (and platforms) refuse to open or fsync a folder, which costs only
+    # durability, never correctness.
+    with suppress(OSError):
+        _fsync_file(path)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder, quietly: it runs while another error is on its way up."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with suppress(OSError):
+            path.unlink()

@@ -1,0 +1,57 @@
+"""The kedro-datasets types our catalog versions, with atomic saves (see `AtomicSaveMixin`).
+
+Same names, arguments, loading, `exists`, `describe` and previews as the kedro-datasets classes; only `save` differs:
+a version (or an unversioned file or folder) appears under its final name only once it is complete. In the catalog,
+`type: flat_pipeline.io.JSONDataset` instead of `type: json.JSONDataset`, and so on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro_datasets.huggingface import ArrowDataset as KedroArrowDataset
+from kedro_datasets.json import JSONDataset as KedroJSONDataset
+from kedro_datasets.matplotlib import MatplotlibDataset as KedroMatplotlibDataset
+from kedro_datasets.pandas import CSVDataset as KedroCSVDataset
+from kedro_datasets.pandas import ParquetDataset as KedroParquetDataset
+from kedro_datasets.text import TextDataset as KedroTextDataset
+
+from .atomic import AtomicSaveMixin
+
+
+class ArrowDataset(AtomicSaveMixin, KedroArrowDataset):
+    """`huggingface.ArrowDataset` (a `save_to_disk` folder) whose versions appear only when complete."""
+
+
+class JSONDataset(AtomicSaveMixin, KedroJSONDataset):
+    """`json.JSONDataset` whose versions appear only when complete."""
+
+
+class ParquetDataset(AtomicSaveMixin, KedroParquetDataset):
+    """`pandas.ParquetDataset` whose versions appear only when complete."""
+
+    def _stages_save(self, data: Any, final_path: PurePosixPath) -> bool:
+        # kedro-datasets refuses to save over a folder, with its own message: let it see the folder and say so
+        return not Path(str(final_path)).is_dir() and super()._stages_save(data, final_path)
+
+
+class CSVDataset(AtomicSaveMixin, KedroCSVDataset):
+    """`pandas.CSVDataset` whose versions appear only when complete."""
+
+
+class TextDataset(AtomicSaveMixin, KedroTextDataset):
+    """`text.TextDataset` whose versions appear only when complete."""
+
+
+class MatplotlibDataset(AtomicSaveMixin, KedroMatplotlibDataset):
+    """`matplotlib.MatplotlibDataset` whose versions appear only when complete.
+
+    A list or dict of figures saved unversioned goes into its folder file by file, as in kedro-datasets (merged
+    with what is there, or replaced with `overwrite: true`); a versioned one is staged as a whole folder.
+    """
+
+    def _stages_save(self, data: Any, final_path: PurePosixPath) -> bool:
+        if not self._version and isinstance(data, list | dict):
+            return False
+        return super()._stages_save(data, final_path)

@@ -1,0 +1,166 @@
+"""Which training the checkpoints in an `output_dir` belong to, so that a run resumes only its own.
+
+`fingerprint.json` beside the checkpoints holds the config fields that change the result, a hash of the tokenised
+training data and the start model's identity. A run that finds checkpoints resumes only if its own fingerprint is
+the same; otherwise (or without a fingerprint) it is refused with the differences named. Without that check a GA run
+resumed FLAT's finished checkpoint, trained 0 steps and saved FLAT's weights as its result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flat_pipeline.training.common import is_main_process
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.json"
+# Config fields that leave the trained weights unchanged: where they go, whether to resume, how often to log, and
+# how many processes share the work.
+IGNORED_FIELDS = ("output_dir", "resume", "logging_steps", "launch")
+
+
+class CheckpointMismatch(ValueError):
+    """`output_dir` holds checkpoints of another training (configuration, data or start model)."""
+
+
+def fingerprint(config: Mapping[str, Any], datasets: Mapping[str, Any], start_model: str) -> dict[str, Any]:
+    """The fingerprint of a training: `config` (its fields, as a dict), the tokenised `datasets` it reads (name ->
+    datasets.Dataset or None) and the start model's identity (`start_model_identity`)."""
+    settings = {name: value for name, value in sorted(config.items()) if name not in IGNORED_FIELDS}
+    return {
+        "config": json.loads(json.dumps(settings, default=str)),  # as it reads back from the file
+        "training_data": data_hash(datasets),
+        "start_model": start_model,
+    }
+
+
+def data_hash(datasets: Mapping[str, Any]) -> str:
+    """sha256 of the datasets' content (column names and values, in row order).
+
+    The tokenised rows are hashed, not the raw ones: they also change with the tokenizer, the prompt format and
+    max_length. `datasets`' own fingerprints cannot serve: in memory they are random.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    digest = hashlib.sha256()
+    for name, dataset in sorted(datasets.items()):
+        if dataset is None:
+            continue
+        table = dataset.with_format("arrow")[:]  # the rows in dataset order (an indices mapping applied)
+        digest.update(f"{name}:{len(table)}:{','.join(table.column_names)}".encode())
+        for column in table.columns:
+            values = column.combine_chunks()
+            while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+                digest.update(pc.list_value_length(values).to_numpy(zero_copy_only=False).tobytes())
+                values = pc.list_flatten(values)
+            digest.update(str(values.type).encode())
+            digest.update(_values_bytes(values))
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _values_bytes(values: Any) -> bytes:
+    import pyarrow as pa
+
+    if values.null_count == 0 and (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+        return values.to_numpy().tobytes()  # token ids: fast
+    return json.dumps(values.to_pylist(), default=str).encode()
+
+
+def start_model_identity(bundle: Any) -> str:
+    """The folder or hub id the model was loaded from (for catalog models, the version folder), else a hash of its
+    weights (the tiny Llama built in memory). Weights are hashed as float32, so a bfloat16 model and its float32 copy
+    (a launched process loads float32) are one start model."""
+    if bundle.source:
+        return f"loaded from {bundle.source}"
+    digest = hashlib.sha256()
+    for name, tensor in sorted(bundle.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return f"built in memory, weights sha256:{digest.hexdigest()}"
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two fingerprints, readably: changed fields (old -> new), the data, the start model."""
+    old_config, new_config = old.get("config", {}), new["config"]
+    found = [
+        f"{name}: {old_config.get(name, '(not set)')!r} -> {new_config.get(name, '(not set)')!r}"
+        for name in sorted(set(old_config) | set(new_config))
+        if old_config.get(name, "(not set)") != new_config.get(name, "(not set)")
+    ]
+    if old.get("training_data") != new["training_data"]:
+        found.append("the training data differ (rows, tokenizer, prompt format or max_length)")
+    if old.get("start_model") != new["start_model"]:
+        found.append(f"the start model differs: {old.get('start_model')} -> {new['start_model']}")
+    return found
+
+
+def checkpoint_to_resume(output_dir: str | None, resume: bool, current: dict[str, Any], block: str) -> str | None:
+    """The checkpoint in `output_dir` to resume from, or None to start from the beginning; called when training
+    starts. Resuming needs the folder's fingerprint to equal `current`; otherwise CheckpointMismatch names the
+    differences. Starting over (no checkpoint, or `resume` false) deletes old checkpoints (the Trainer keeps the
+    highest-numbered one, which could be an older run's) and writes `current` (main process only).
+
+    `block` names the parameters in messages (e.g. `unlearn`, `finetune.training`).
+    """
+    if output_dir is None:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(output_dir)
+    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    advice = (
+        f"Set {block}.output_dir to another folder, or {block}.resume=false to start over in {folder} (its "
+        f"checkpoints are deleted)."
+    )
+    if checkpoint and resume:
+        stored = _read(folder / FINGERPRINT_FILE)
+        if stored is None:
+            raise CheckpointMismatch(
+                f"{block}.output_dir {folder} holds {Path(checkpoint).name} but no {FINGERPRINT_FILE} saying which "
+                f"configuration, data and start model made it, so it cannot be resumed safely. {advice}"
+            )
+        found = differences(stored, current)
+        if found:
+            raise CheckpointMismatch(
+                f"{block}.output_dir {folder} holds {Path(checkpoint).name} of another training; resuming it would "
+                f"continue that run. Differences (checkpoint -> this run): {'; '.join(found)}. {advice}"
+            )
+        return checkpoint
+    if is_main_process():
+        if checkpoint:
+            logger.warning("%s.resume is false: deleting the old checkpoints in %s", block, folder)
+            for old in folder.glob("checkpoint-*"):
+                if old.is_dir():
+                    shutil.rmtree(old)
+        _write(folder / FINGERPRINT_FILE, current)
+    return None
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write(path: Path, content: Mapping[str, Any]) -> None:
+    """Atomically: a temporary file in the same folder, then `os.replace`; a reader sees the old file or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(content, file, indent=2, sort_keys=True)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

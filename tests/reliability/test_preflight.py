@@ -1,0 +1,76 @@
+"""Checks before the first node (flat_pipeline.hooks.PreflightHook): bad parameters, missing saved inputs and an
+environment without state of its own stop `kedro run` with nothing written and no MLflow run opened; environments
+never read each other's artifacts."""
+
+import pytest
+
+from flat_pipeline.config import ParameterError
+from flat_pipeline.hooks.preflight import PreflightError
+from tests.kedro_runs import run_session
+
+
+def written_files(project):
+    return sorted(p.relative_to(project) for p in (project / "data").rglob("*") if p.is_file() and p.name != ".gitkeep")
+
+
+def mlflow_runs(project):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    return mlflow.search_runs(search_all_experiments=True)
+
+
+@pytest.mark.parametrize(
+    ("runtime_params", "message"),
+    [
+        ({"unlearn": {"learning_rate": 0}}, "parameter unlearn.learning_rate: expected a finite number > 0, got 0"),
+        ({"unlaern": {"learning_rate": 1e-4}}, "parameter block 'unlaern' is unknown (did you mean 'unlearn'?)"),
+        (
+            {"data_prep": {"forget_spilt": "forget05"}},
+            "parameter data_prep.forget_spilt: unknown key (did you mean 'forget_split'?)",
+        ),
+    ],
+)
+def test_a_bad_parameter_stops_the_full_run_before_any_node(project, runtime_params, message):
+    with pytest.raises(ParameterError) as error:
+        run_session(project, ["__default__"], runtime_params)
+    assert message in str(error.value)
+    assert str(error.value).startswith("1 parameter problem(s); nothing was run:")
+    assert written_files(project) == []
+    assert len(mlflow_runs(project)) == 0
+
+
+def test_a_pipeline_whose_inputs_were_never_made_names_them_and_their_pipeline(project):
+    with pytest.raises(PreflightError) as error:
+        run_session(project, ["benchmark"])
+    message = str(error.value)
+    assert message.startswith("this run loads 9 dataset(s) that no earlier run of environment 'test' saved")
+    assert f"  - retain_reference (in {project}/data/test/07_model_output/retain_reference.json): made by " in message
+    assert "`kedro run --env test --pipelines evaluate` (or pipeline import_retain_logs)" in message
+    assert "  - original_model (in" in message and "`kedro run --env test --pipelines finetune`" in message
+    assert written_files(project) == []
+
+
+def test_environments_keep_their_own_state(project):
+    run_session(project, ["data_prep"], env="test")
+    assert written_files(project) and all(path.parts[:2] == ("data", "test") for path in written_files(project))
+    # the default environment does not see the test environment's forget set
+    with pytest.raises(PreflightError, match=r"  - forget_set \(in .*/data/02_intermediate/forget_set\): made by "
+                       r"`kedro run --pipelines data_prep`"):  # fmt: skip
+        run_session(project, ["templates"], env=None)
+    runs = mlflow_runs(project)
+    experiments = {r.name for r in __import__("mlflow").search_experiments()}
+    assert "flat_pipeline_test" in experiments and len(runs) == 1
+
+
+def test_an_environment_without_state_of_its_own_is_refused(project):
+    scratch = project / "conf" / "scratch"
+    scratch.mkdir()
+    (scratch / "parameters.yml").write_text("data_prep:\n  synthetic:\n    n_authors: 10\n")
+    with pytest.raises(PreflightError, match=r"environment 'scratch' keeps no state of its own: .*globals.yml must "
+                       r"set data_root and mlflow_experiment"):  # fmt: skip
+        run_session(project, ["data_prep"], env="scratch")
+    (scratch / "globals.yml").write_text("data_root: data/test\nmlflow_experiment: flat_pipeline_scratch\n")
+    with pytest.raises(PreflightError, match=r"environments 'scratch' and 'test' share data_root 'data/test'"):
+        run_session(project, ["data_prep"], env="scratch")
+    assert written_files(project) == []

@@ -1,0 +1,143 @@
+"""The start-up parameter check (flat_pipeline.parameters): every environment passes, typos and bad values do not."""
+
+from pathlib import Path
+
+import pytest
+from kedro.config import OmegaConfigLoader
+
+from flat_pipeline.config import ParameterError
+from flat_pipeline.parameters import check_parameters, parameter_problems
+
+PROJECT = Path(__file__).resolve().parents[1]
+ENVIRONMENTS = ["local", "test", "tofu", "muse_news", "muse_books", "hp"]
+
+
+def environment_parameters(env: str) -> dict:
+    loader = OmegaConfigLoader(
+        conf_source=str(PROJECT / "conf"),
+        env=env,
+        base_env="base",
+        default_run_env="local",
+        merge_strategy={"parameters": "soft"},
+    )
+    return loader["parameters"]
+
+
+@pytest.fixture(scope="module")
+def base_params():
+    return environment_parameters("local")
+
+
+def with_override(params: dict, dotted: str, value) -> dict:
+    """`params` with one `--params` override applied (a new block or key is created, as Kedro does)."""
+    import copy
+
+    changed = copy.deepcopy(params)
+    *path, last = dotted.split(".")
+    node = changed
+    for key in path:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return changed
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_environment_passes(env, monkeypatch):
+    monkeypatch.chdir(PROJECT)  # launch.config_file paths are relative to the project root
+    assert parameter_problems(environment_parameters(env)) == []
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("unlaern.learning_rate", 1e-4, "parameter block 'unlaern' is unknown (did you mean 'unlearn'?)"),
+        (
+            "data_prep.forget_spilt",
+            "forget05",
+            "parameter data_prep.forget_spilt: unknown key (did you mean 'forget_split'?)",
+        ),
+        ("unlearn.learning_rat", 1e-4, "parameter unlearn.learning_rat: unknown key (did you mean 'learning_rate'?)"),
+        (
+            "finetune.training.num_train_epoch",
+            3,
+            "parameter finetune.training.num_train_epoch: unknown key (did you mean 'num_train_epochs'?)",
+        ),
+        (
+            "evaluate.metrics",
+            ["forget_qualty"],
+            "parameter evaluate.metrics: unknown metric 'forget_qualty' (did you mean 'forget_quality'?)",
+        ),
+        ("unlearn.learning_rate", 0, "parameter unlearn.learning_rate: expected a finite number > 0, got 0"),
+        ("unlearn.learning_rate", -1e-4, "parameter unlearn.learning_rate: expected a finite number > 0, got -0.0001"),
+        (
+            "unlearn.learning_rate",
+            float("nan"),
+            "parameter unlearn.learning_rate: expected a finite number > 0, got nan",
+        ),
+        ("unlearn.num_train_epochs", 0, "parameter unlearn.num_train_epochs: expected a finite number > 0, got 0"),
+        (
+            "unlearn.per_device_train_batch_size",
+            0,
+            "parameter unlearn.per_device_train_batch_size: expected an integer >= 1, got 0",
+        ),
+        (
+            "finetune.training.learning_rate",
+            float("inf"),
+            "parameter finetune.training.learning_rate: expected a finite number > 0, got inf",
+        ),
+        (
+            "finetune.training.per_device_train_batch_size",
+            0,
+            "parameter finetune.training.per_device_train_batch_size: expected an integer >= 1, got 0",
+        ),
+        (
+            "finetune.min_train_exact_match",
+            1.5,
+            "parameter finetune.min_train_exact_match: expected a finite number >= 0 and <= 1 or null, got 1.5",
+        ),
+        (
+            "benchmark.methods.npo.beta",
+            -1.0,
+            "parameter benchmark.methods.npo.beta: expected a finite number > 0, got -1.0",
+        ),
+        (
+            "model.tiny_llama.hidden_size",
+            95,
+            "parameter model.tiny_llama.hidden_size: expected a multiple of num_attention_heads (3), got 95",
+        ),
+        (
+            "model.prompt_format",
+            "chat",
+            "parameter model.prompt_format: expected one of plain, llama2_chat, chat_template, hp, completion, got "
+            "'chat'",
+        ),
+        (
+            "data_prep.source",
+            "tofuu",
+            "parameter data_prep.source: expected one of synthetic, tofu, hp, muse, got 'tofuu' (did you mean 'tofu'?)",
+        ),
+        (
+            "evaluate.settings.scoring_batch_size",
+            0,
+            "parameter evaluate.settings.scoring_batch_size: expected an integer >= 1, got 0",
+        ),
+        (
+            "templates.candidates_per_item",
+            0,
+            "parameter templates.candidates_per_item: expected an integer >= 1, got 0",
+        ),
+    ],
+)
+def test_a_typo_or_bad_value_is_named(base_params, dotted, value, message, monkeypatch):
+    monkeypatch.chdir(PROJECT)
+    problems = parameter_problems(with_override(base_params, dotted, value))
+    assert any(message in problem for problem in problems), problems
+
+
+def test_every_problem_is_reported_at_once(base_params, monkeypatch):
+    monkeypatch.chdir(PROJECT)
+    params = with_override(base_params, "unlearn.learning_rate", 0)
+    params = with_override(params, "finetune.training.num_train_epochs", 0)
+    params = with_override(params, "unlaern.seed", 1)
+    with pytest.raises(ParameterError, match=r"^3 parameter problem\(s\); nothing was run:\n  - parameter block"):
+        check_parameters(params)
