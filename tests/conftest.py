@@ -29,6 +29,21 @@ def small_world():
 
 
 @pytest.fixture(scope="session")
+def forget_templates(small_world):
+    """The small world's forget10 items, each with two template answers (FLAT's unlearning input)."""
+    from datasets import Dataset
+
+    rows = small_world["forget10_perturbed"]
+    return Dataset.from_dict(
+        {
+            "prompt": [r["question"] for r in rows],
+            "forget_answer": [r["answer"] for r in rows],
+            "template_answers": [["I don't know.", "I have no idea."]] * len(rows),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, small_world):
     """A randomly initialised 1-layer Llama with a BPE tokenizer trained on the small world, saved to disk."""
     from flat_pipeline.models.llama import build_llama

@@ -6,6 +6,7 @@ import pytest
 from kedro.config import OmegaConfigLoader
 
 from flat_pipeline.config import ParameterError
+from flat_pipeline.hooks.preflight import benchmark_method_problems
 from flat_pipeline.parameters import check_parameters, parameter_problems
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,9 @@ def with_override(params: dict, dotted: str, value) -> dict:
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_every_environment_passes(env, monkeypatch):
     monkeypatch.chdir(PROJECT)  # launch.config_file paths are relative to the project root
-    assert parameter_problems(environment_parameters(env)) == []
+    params = environment_parameters(env)
+    assert parameter_problems(params) == []
+    assert benchmark_method_problems(params) == []  # every benchmark method has its entry
 
 
 @pytest.mark.parametrize(
@@ -132,6 +135,19 @@ def test_a_typo_or_bad_value_is_named(base_params, dotted, value, message, monke
     monkeypatch.chdir(PROJECT)
     problems = parameter_problems(with_override(base_params, dotted, value))
     assert any(message in problem for problem in problems), problems
+
+
+def test_benchmark_methods_must_match_the_pipeline(base_params):
+    methods = dict(base_params["benchmark"]["methods"])
+    methods.pop("npo")
+    methods["npo2"] = {"method": "npo"}
+    params = with_override(base_params, "benchmark.methods", methods)
+    params = with_override(params, "benchmark.leaderboard.sort_by", "forget_qualty")
+    problems = benchmark_method_problems(params)
+    assert problems[0] == "parameter benchmark.methods: no entry for method(s) ['npo'] of the benchmark pipeline"
+    assert problems[1].startswith("parameter benchmark.methods: ['npo2'] not in the benchmark pipeline, which runs")
+    assert problems[2].startswith("parameter benchmark.leaderboard.sort_by: expected one of the columns ['forget_quality',")
+    assert problems[2].endswith("got 'forget_qualty'")
 
 
 def test_every_problem_is_reported_at_once(base_params, monkeypatch):

@@ -38,18 +38,6 @@ def qa_rows(small_world):
 
 
 @pytest.fixture(scope="module")
-def forget_templates(small_world):
-    rows = small_world["forget10_perturbed"]
-    return Dataset.from_dict(
-        {
-            "prompt": [r["question"] for r in rows],
-            "forget_answer": [r["answer"] for r in rows],
-            "template_answers": [["I don't know.", "I have no idea."]] * len(rows),
-        }
-    )
-
-
-@pytest.fixture(scope="module")
 def retain_rows(small_world):
     rows = small_world["retain90"][:40]
     return Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in rows])

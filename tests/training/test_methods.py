@@ -22,18 +22,6 @@ def bundle(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def forget_templates(small_world):
-    rows = small_world["forget10_perturbed"]
-    return Dataset.from_dict(
-        {
-            "prompt": [r["question"] for r in rows],
-            "forget_answer": [r["answer"] for r in rows],
-            "template_answers": [["I don't know.", "I have no idea."]] * len(rows),
-        }
-    )
-
-
-@pytest.fixture(scope="module")
 def retain_rows(small_world):
     return Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["retain90"]])
 

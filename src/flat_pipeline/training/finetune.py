@@ -35,7 +35,7 @@ from flat_pipeline.training.common import (
     training_arguments,
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
-from flat_pipeline.training.guards import TrainingError, check_not_collapsed, guarded_trainer, last_grad_norm
+from flat_pipeline.training.guards import TrainingError, check_trained_model, first_rows, guarded_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -181,18 +181,8 @@ def finetune(
     else:
         bundle, history = _finetune_here(bundle, train_rows, config, prompt_format, save_to=save_to, lora=lora)
     if not in_launched_process():  # the launching process checks the whole model, not each shard of it
-        sample = [
-            encode_example(bundle.tokenizer, row["answer"], row["question"], prompt_format, config.max_length)
-            for row in train_rows.select(range(min(len(train_rows), 8)))
-        ]
-        check_not_collapsed(
-            bundle.model,
-            [example.input_ids for example in sample],
-            bundle.tokenizer.pad_token_id,
-            last_grad_norm(history),
-            job="finetune",
-            remedy=_remedy(config),
-        )
+        sample = tokenize_rows(first_rows(train_rows), bundle.tokenizer, prompt_format, config.max_length)
+        check_trained_model(bundle, sample["input_ids"], history, job="finetune", remedy=_remedy(config))
     return bundle, history
 
 

@@ -108,6 +108,20 @@ def last_grad_norm(history: dict[str, list[dict[str, float]]]) -> float | None:
     return entries[-1]["value"] if entries else None
 
 
+def first_rows(rows: Any) -> Any:
+    """The rows (a datasets.Dataset) the collapse check looks at."""
+    return rows.select(range(min(len(rows), COLLAPSE_SAMPLE_ROWS)))
+
+
+def check_trained_model(
+    bundle: Any, input_ids: Sequence[Sequence[int]], history: Any, *, job: str, remedy: str
+) -> None:
+    """`check_not_collapsed` for a trained ModelBundle and the history its training logged."""
+    check_not_collapsed(
+        bundle.model, input_ids, bundle.tokenizer.pad_token_id, last_grad_norm(history), job=job, remedy=remedy
+    )
+
+
 def check_not_collapsed(
     model: Any, input_ids: Sequence[Sequence[int]], pad_token_id: int, grad_norm: float | None, *, job: str, remedy: str
 ) -> None:

@@ -39,7 +39,7 @@ from flat_pipeline.training.common import (
     training_arguments,
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
-from flat_pipeline.training.guards import check_not_collapsed, guarded_trainer, last_grad_norm
+from flat_pipeline.training.guards import check_trained_model, first_rows, guarded_trainer
 from flat_pipeline.training.methods import METHODS, Method
 
 logger = logging.getLogger(__name__)
@@ -291,17 +291,11 @@ def unlearn(
             retain_rows=retain_rows, on_epoch_end=on_epoch_end, save_to=save_to,
         )  # fmt: skip
     if not in_launched_process():  # the launching process checks the whole model, not each shard of it
-        sample = [
-            encode_example(bundle.tokenizer, row["forget_answer"], row["prompt"], prompt_format, config.max_length)
-            for row in forget_templates.select(range(min(len(forget_templates), 8)))
-        ]
-        check_not_collapsed(
-            bundle.model,
-            [example.input_ids for example in sample],
-            bundle.tokenizer.pad_token_id,
-            last_grad_norm(history),
-            job=f"unlearn ({config.method})",
-            remedy=config.remedy(),
+        sample = tokenize_forget(
+            first_rows(forget_templates), bundle.tokenizer, prompt_format, config.max_length, with_templates=False
+        )
+        check_trained_model(
+            bundle, sample["forget_input_ids"], history, job=f"unlearn ({config.method})", remedy=config.remedy()
         )
     return bundle, history
 
