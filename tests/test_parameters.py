@@ -146,7 +146,8 @@ def test_benchmark_methods_must_match_the_pipeline(base_params):
     problems = benchmark_method_problems(params)
     assert problems[0] == "parameter benchmark.methods: no entry for method(s) ['npo'] of the benchmark pipeline"
     assert problems[1].startswith("parameter benchmark.methods: ['npo2'] not in the benchmark pipeline, which runs")
-    assert problems[2].startswith("parameter benchmark.leaderboard.sort_by: expected one of the columns ['forget_quality',")
+    sort_problem = "parameter benchmark.leaderboard.sort_by: expected one of the columns ['forget_quality',"
+    assert problems[2].startswith(sort_problem)
     assert problems[2].endswith("got 'forget_qualty'")
 
 
