@@ -3,6 +3,7 @@ environment without state of its own stop `kedro run` with nothing written and n
 never read each other's artifacts."""
 
 import pytest
+from kedro.framework.session import KedroSession
 
 from flat_pipeline.config import ParameterError
 from flat_pipeline.hooks.preflight import PreflightError
@@ -74,3 +75,10 @@ def test_an_environment_without_state_of_its_own_is_refused(project):
     with pytest.raises(PreflightError, match=r"environments 'scratch' and 'test' share data_root 'data/test'"):
         run_session(project, ["data_prep"], env="scratch")
     assert written_files(project) == []
+
+
+def test_a_pinned_version_that_does_not_exist_is_named(project):
+    run_session(project, ["data_prep"])
+    missing = r"  - forget_set \(version 2020-01-01T00.00.00.000Z in .*/data/test/"
+    with KedroSession.create(project_path=project, env="test") as session, pytest.raises(PreflightError, match=missing):
+        session.run(pipeline_names=["templates"], load_versions={"forget_set": "2020-01-01T00.00.00.000Z"})

@@ -108,7 +108,8 @@ def check_saved_inputs(pipeline: Pipeline, catalog: Any, env: str) -> None:
             continue
         dataset = catalog.get(name)
         if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None and not dataset.exists():
-            missing.append(f"  - {name} (in {dataset._filepath}): {_made_by(name, env)}")
+            pinned = f"version {dataset._version.load} " if dataset._version.load else ""  # --load-versions
+            missing.append(f"  - {name} ({pinned}in {dataset._filepath}): {_made_by(name, env)}")
     if missing:
         raise PreflightError(
             f"this run loads {len(missing)} dataset(s) that no earlier run of environment '{env}' saved; nothing "
