@@ -130,7 +130,7 @@ def _check_templates(block: Block, params: Block, problems: Problems) -> None:
 def _check_finetune(block: Block, params: Block, problems: Problems) -> None:
     from flat_pipeline.launch import LaunchSettings
     from flat_pipeline.models.lora import LoraSettings
-    from flat_pipeline.training.finetune import FinetuneConfig
+    from flat_pipeline.training.finetune import FinetuneConfig, min_train_exact_match
 
     known = ("train_splits", "num_threads", "min_train_exact_match", "launch", "lora", "training")
     if not problems.keys(block, known, "finetune"):
@@ -141,9 +141,7 @@ def _check_finetune(block: Block, params: Block, problems: Problems) -> None:
     with problems.catch():
         check_number("finetune.num_threads", block.get("num_threads"), minimum=1, integer=True, optional=True)
     with problems.catch():
-        check_number(
-            "finetune.min_train_exact_match", block.get("min_train_exact_match"), minimum=0, maximum=1, optional=True
-        )
+        min_train_exact_match(block)  # the finetune's own range check
     with problems.catch():
         FinetuneConfig.from_params(block.get("training") or {})
     with problems.catch():

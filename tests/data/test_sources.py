@@ -197,14 +197,6 @@ def test_a_json_file_of_one_record_is_one_row_and_unequal_columns_are_refused(tm
         load_source("tofu", str(tmp_path))
 
 
-def test_forget_items_must_stay_out_of_the_holdout_split_too(small_world):
-    roles = UnlearningSplits("forget10", None, "holdout10")
-    check_disjoint(small_world["forget10"], None, roles, small_world["holdout10"])
-    leaked = small_world["holdout10"] + small_world["forget10"][-1:]
-    with pytest.raises(DataValidationError, match=r"'forget10' and 'holdout10' overlap.*'author'.*non-members\)$"):
-        check_disjoint(small_world["forget10"], None, roles, leaked)
-
-
 def test_hp_reads_a_folder_not_a_single_file(tmp_path):
     write_jsonl(tmp_path / "hp_qa.jsonl", [{"prompt": "Continue: The boy", "response": "who lived."}])
     with pytest.raises(
