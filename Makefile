@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# transformers 4.45 for the test that loads our saved model folders with it (tests/models/test_portable.py)
+COMPAT_VENV := .venv-tf445
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
 
 # Offline by default: nothing is fetched at run time, telemetry is off.
 export KEDRO_DISABLE_TELEMETRY := true
@@ -10,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint viz mlflow-ui
+.PHONY: install compat-env run test lint viz mlflow-ui
 
 # Reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -21,10 +24,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Rebuilt only when requirements-compat.txt changes. No second torch: the pins go in with --no-deps, and a .pth file
+# adds .venv's site-packages after the side environment's own, so its transformers shadows 5.x and the rest is .venv's.
+$(COMPAT_STAMP): requirements-compat.txt | $(STAMP)
+	rm -rf $(COMPAT_VENV)
+	$(BIN)/python -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-compat.txt
+	$(COMPAT_VENV)/bin/python -c "import pathlib, sys, sysconfig; \
+		pth = pathlib.Path(sysconfig.get_paths()['purelib'], 'zz_main_venv.pth'); \
+		pth.write_text(f'import site; site.addsitedir({sys.argv[1]!r})\n')" \
+		"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(COMPAT_VENV)/bin/python -c "import torch, transformers; assert transformers.__version__ == '4.45.1', transformers.__file__"
+	touch $(COMPAT_STAMP)
+
+compat-env: $(COMPAT_STAMP)
+
 run: $(STAMP)
 	$(BIN)/kedro run $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(COMPAT_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -21,7 +21,7 @@ def project(tmp_path, monkeypatch):
         PROJECT,
         target,
         ignore=shutil.ignore_patterns(
-            ".venv", ".git", "mlruns", "mlflow.db", "build", "*.log", "__pycache__", ".pytest_cache", ".ruff_cache"
+            ".venv*", ".git", "mlruns", "mlflow.db", "build", "*.log", "__pycache__", ".pytest_cache", ".ruff_cache"
         ),
     )
     for folder in (target / "data").iterdir():

@@ -4,6 +4,8 @@ a tiny model standing in for the real one."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -37,7 +39,6 @@ def tiny_model_params(tiny_model_dir):
     return {
         "model": {
             "name_or_path": str(tiny_model_dir),
-            "prompt_format": "plain",  # the tiny tokenizer has no chat template
             "dtype": "float32",
             "gradient_checkpointing": False,
         },
@@ -55,48 +56,58 @@ def latest_dataset(project, folder):
     return load_from_disk(str(sorted((project / folder).glob("*/*"))[-1]))
 
 
-@pytest.mark.slow
-def test_tofu_environment_runs_imported_models_through_unlearn_and_evaluate(project, small_world, tiny_model_dir):
-    write_tofu(project / "data" / "01_raw" / "tofu", small_world)
-    params = tiny_model_params(tiny_model_dir)
-    params["unlearn"]["bf16"] = False
-    params["import_models"] = {"original": str(tiny_model_dir), "retain": str(tiny_model_dir)}
-    run_session(project, ["import_models"], params, env="tofu")
-    run_session(project, ["data_prep", "templates", "unlearn", "evaluate"], params, env="tofu")
+PARITY = Path(__file__).parent / "fixtures" / "open_unlearning_tiny"  # see tests/test_open_unlearning_parity.py
+IDK = ["I'm not sure.", "I don't know that.", "That is beyond what I know.", "I have no idea about that."]
 
-    retain = latest_json(project, "data/tofu/08_reporting/retain_evaluation_summary.json/*/*.json")
+
+@pytest.mark.slow
+def test_the_readme_tofu_walkthrough(project):
+    """README's TOFU walk-through on local files in TOFU's layout, with idontknow.jsonl beside the splits: import
+    open-unlearning-made models, evaluate them, unlearn, evaluate. The imported models' numbers are open-unlearning's
+    own (the fixture's), and its retain log can stand in for the retain model."""
+    raw = project / "data" / "01_raw" / "tofu"
+    shutil.copytree(PARITY / "data", raw)
+    (raw / "idontknow.jsonl").write_text("\n".join(IDK))  # TOFU's file: one answer a line, no trailing newline
+    params = {
+        # the models' template with conf/tofu's boundary and tokenization; float32 as open-unlearning scored them
+        "model": {"prompt": {"format": "phi-1_5"}, "dtype": "float32"},
+        "unlearn": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1},
+        "import_models": {"original": str(PARITY / "models" / "full"), "retain": str(PARITY / "models" / "retain")},
+    }
+    params["unlearn"]["bf16"] = False
+    run_session(project, ["import_models"], params, env="tofu")
+    run_session(project, ["prepare", "evaluate_retain", "evaluate_original"], params, env="tofu")
+    original = latest_json(project, "data/tofu/08_reporting/original_evaluation_summary.json/*/*.json")
+    expected = json.loads((PARITY / "reference" / "full" / "TOFU_SUMMARY.json").read_text())
+    for metric, value in expected.items():
+        assert original["metrics"][metric] == pytest.approx(value, abs=2e-5), metric
+    assert not list(project.glob("data/tofu/08_reporting/unlearned_evaluation_summary.json/*"))
+
+    run_session(project, ["unlearn", "evaluate_unlearned"], params, env="tofu")
+    templates = latest_dataset(project, "data/tofu/03_primary/forget_templates")
+    assert {t for row in templates["template_answers"] for t in row} <= set(IDK)
     unlearned = latest_json(project, "data/tofu/08_reporting/unlearned_evaluation_summary.json/*/*.json")
-    assert retain["metrics"]["forget_quality"] == pytest.approx(1.0)
     assert {"forget_quality", "model_utility", "privleak", "mia_min_k_plus_plus"} <= set(unlearned["metrics"])
     assert "forget_verbmem_ROUGE" not in unlearned["metrics"]  # TOFU has no passages
     assert unlearned["retain_reference"]["forget_split"] == "forget10"
-    # The imported original and retain models are the same tiny model: the original matches the reference too.
-    original = latest_json(project, "data/tofu/08_reporting/original_evaluation_summary.json/*/*.json")
-    assert original["metrics"]["forget_quality"] == pytest.approx(1.0)
 
-    # open-unlearning's reference log of the retain model stands in for evaluating it here
-    reference = latest_json(project, "data/tofu/07_model_output/retain_reference.json/*/*.json")
-    logs = {
-        "forget_truth_ratio": {
-            "value_by_index": {str(i): {"score": r} for i, r in enumerate(reference["forget_truth_ratio"])}
-        },
-        "mia_min_k": {"agg_value": reference["mia_min_k"]},
-    }
-    (project / "TOFU_EVAL.json").write_text(json.dumps(logs))
-    params["import_models"]["retain_logs"] = "TOFU_EVAL.json"
+    # open-unlearning's own log of the retain model stands in for evaluating it here
+    params["import_models"]["retain_logs"] = str(PARITY / "reference" / "retain" / "TOFU_EVAL.json")
     run_session(project, ["import_retain_logs"], params, env="tofu")
     unlearned_model = sorted(project.glob("data/tofu/06_models/unlearned_model/*/unlearned_model"))[-1]
     params["external_model"] = str(unlearned_model)
     run_session(project, ["evaluate_external"], params, env="tofu")
     external = latest_json(project, "data/tofu/08_reporting/external_evaluation_summary.json/*/*.json")
-    assert external["retain_reference"]["retain_model"] == "open-unlearning log TOFU_EVAL.json"
-    assert external["metrics"]["forget_quality"] == pytest.approx(unlearned["metrics"]["forget_quality"])
-    assert external["metrics"]["privleak"] == pytest.approx(unlearned["metrics"]["privleak"])
+    assert external["retain_reference"]["retain_model"].startswith("open-unlearning log")
+    assert external["metrics"]["forget_quality"] == pytest.approx(unlearned["metrics"]["forget_quality"], abs=1e-5)
+    assert external["metrics"]["model_utility"] == pytest.approx(unlearned["metrics"]["model_utility"], abs=1e-6)
 
     # a log of another split is refused before any model work
+    logs = json.loads((PARITY / "reference" / "retain" / "TOFU_EVAL.json").read_text())
     logs["forget_truth_ratio"]["value_by_index"].pop("0")
     (project / "TOFU_EVAL.json").write_text(json.dumps(logs))
-    with pytest.raises(Exception, match="39 forget truth ratios, but the forget split 'forget10' has 40 items"):
+    params["import_models"]["retain_logs"] = "TOFU_EVAL.json"
+    with pytest.raises(Exception, match="7 forget truth ratios, but the forget split 'forget10' has 8 items"):
         run_session(project, ["import_retain_logs"], params, env="tofu")
 
 

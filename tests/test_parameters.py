@@ -109,9 +109,9 @@ def test_every_environment_passes(env, monkeypatch):
             "parameter model.tiny_llama.hidden_size: expected a multiple of num_attention_heads (3), got 95",
         ),
         (
-            "model.prompt_format",
+            "model.prompt.format",
             "chat",
-            "parameter model.prompt_format: expected one of plain, llama2_chat, chat_template, hp, completion, got "
+            "parameter model.prompt.format: expected one of phi-1_5, Llama-2-chat, hp, completion, chat_template, got "
             "'chat'",
         ),
         (

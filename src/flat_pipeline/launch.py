@@ -73,9 +73,11 @@ def run(job: str, bundle: Any, rows: Mapping[str, Any], config: Any, settings: L
     """Train `bundle` with `job` in `settings.num_processes` processes; returns the trained bundle and its history.
 
     `rows` maps names to datasets (finetune: `train`; unlearn: `forget` and, for methods that use it, `retain`);
-    `extra` holds the job's other keyword arguments (prompt_format). An error in a process is raised here again.
+    `extra` holds the job's other keyword arguments (the prompt format's parameters). An error in a process is
+    raised here again.
     """
-    from flat_pipeline.models.loading import load_causal_lm
+    from flat_pipeline.models.loading import load_causal_lm, load_settings_of
+    from flat_pipeline.models.portable import make_portable
 
     if job not in JOBS:
         raise ValueError(f"unknown launch job '{job}'; expected one of {JOBS}")
@@ -83,10 +85,14 @@ def run(job: str, bundle: Any, rows: Mapping[str, Any], config: Any, settings: L
         work = Path(scratch)
         bundle.model.save_pretrained(work / "model")
         bundle.tokenizer.save_pretrained(work / "model")
+        make_portable(work / "model")
         for name, dataset in rows.items():
             if dataset is not None:
                 dataset.save_to_disk(str(work / name))
-        spec = {"config": asdict(config), "source": bundle.source, **extra}
+        # The workers start from the saved copy: loaded as the run loaded `bundle` (model.dtype, attention), not in
+        # from_pretrained's defaults.
+        load = load_settings_of(bundle.model)
+        spec = {"config": asdict(config), "source": bundle.source, "load": load, **extra}
         (work / "config.json").write_text(json.dumps(spec))
         cmd = command(job, work, settings)
         logger.info("handing %s to %d processes: %s", job, settings.num_processes, " ".join(cmd))
@@ -94,7 +100,7 @@ def run(job: str, bundle: Any, rows: Mapping[str, Any], config: Any, settings: L
         result = subprocess.run(cmd, env=env, check=False)
         if result.returncode != 0:
             raise_worker_error(job, work, result.returncode, cmd)
-        trained = load_causal_lm(str(work / "out"))
+        trained = load_causal_lm(str(work / "out"), load["dtype"], load["attn_implementation"])
         history = json.loads((work / "history.json").read_text())
     trained.source = bundle.source
     return trained, history

@@ -47,15 +47,16 @@ def _check_model(block: Block, params: Block, problems: Problems) -> None:
     from flat_pipeline.models.llama import build_llama
     from flat_pipeline.models.loading import check_model_params
     from flat_pipeline.models.tokenizer import train_bpe_tokenizer
-    from flat_pipeline.prompts import PROMPT_FORMATS
+    from flat_pipeline.prompts import PromptFormat
 
-    known = ("source", "name_or_path", "prompt_format", "dtype", "attn_implementation", "gradient_checkpointing")
-    if not problems.keys(block, (*known, "tokenizer", "tiny_llama"), "model"):
+    known = ("source", "name_or_path", "prompt", "dtype", "attn_implementation", "gradient_checkpointing")
+    # prompt_format is let through here: PromptFormat names the block that replaced it
+    if not problems.keys(block, (*known, "prompt_format", "tokenizer", "tiny_llama"), "model"):
         return
     with problems.catch():
-        check_model_params(block)
+        PromptFormat.from_params(block)
     with problems.catch():
-        check_choice("model.prompt_format", block.get("prompt_format"), PROMPT_FORMATS)
+        check_model_params(block)
     tokenizer, llama = block.get("tokenizer") or {}, block.get("tiny_llama") or {}
     if problems.keys(tokenizer, _keyword_names(train_bpe_tokenizer, "texts"), "model.tokenizer"):
         for name, minimum in (("vocab_size", 16), ("min_frequency", 1)):
@@ -111,7 +112,7 @@ def _check_templates(block: Block, params: Block, problems: Problems) -> None:
     if not problems.keys(block, ("source", "candidates_per_item", "pairing", "seed", "file", "generated"), "templates"):
         return
     with problems.catch():
-        check_template_options(dict(block))
+        check_template_options(dict(block), check_file=False)  # the preflight checks it where templates are made
     with problems.catch():
         check_number("templates.seed", block.get("seed", 0), integer=True)
     options = block.get("generated") or {}

@@ -5,8 +5,17 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# Not in the default run: they need a model or log path at run time, or are long (benchmark: 12 unlearning runs).
-ON_REQUEST = {"evaluate_external", "benchmark", "import_models", "import_retain_logs"}
+from flat_pipeline.pipelines.evaluate.pipeline import ROLES
+
+# Not in the default run: they need a model or log path at run time, are long (benchmark: 12 unlearning runs), or
+# are one model's part of `evaluate` (evaluate_retain, ...).
+ON_REQUEST = {
+    "evaluate_external",
+    "benchmark",
+    "import_models",
+    "import_retain_logs",
+    *(f"evaluate_{r}" for r in ROLES),
+}
 
 
 def register_pipelines() -> dict[str, Pipeline]:

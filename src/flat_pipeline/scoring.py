@@ -96,7 +96,8 @@ def score_answers(
 @dataclass(frozen=True)
 class CandidateScore(AnswerScore):
     """An `AnswerScore` plus, per answer token, Min-K%++'s z = (log p(x_t) - mu_t) / sigma_t, where mu_t and sigma_t
-    are the mean and standard deviation of log p(v) under the model's own next-token distribution."""
+    are the mean and standard deviation of log p(v) under the model's own next-token distribution (the variance
+    clamped at 1e-6, as open-unlearning)."""
 
     z_scores: list[float]
 
@@ -120,9 +121,11 @@ def _candidate_stats(
         chosen = logprobs[z_rows]
         probs = chosen.exp()
         mean = (probs * chosen).sum(-1)
-        # Two-pass variance: E[(log p - mu)^2] stays accurate in float32 where E[(log p)^2] - mu^2 cancels.
-        std = (probs * (chosen - mean.unsqueeze(-1)).square()).sum(-1).sqrt()
-        z[z_rows] = (gold_logprobs[z_rows] - mean) / std.clamp(min=1e-12)
+        # open-unlearning's definition, so that Min-K%++ AUCs are comparable with its tables: the one-pass variance
+        # E[(log p)^2] - mu^2 in float32, clamped at 1e-6 before the square root (sigma >= 1e-3 where the model is
+        # near-certain), rather than a two-pass variance, which would differ where the spread of log p is tiny.
+        variance = (probs * chosen.square()).sum(-1) - mean.square()
+        z[z_rows] = (gold_logprobs[z_rows] - mean) / variance.clamp(min=1e-6).sqrt()
     flat_logprobs, flat_hits, flat_z = gold_logprobs.tolist(), hits.tolist(), z.tolist()
     scores, start = [], 0
     for n, wants_z in zip(counts, with_z.tolist(), strict=True):

@@ -2,10 +2,11 @@
 
 from kedro.config import OmegaConfigLoader
 
-from flat_pipeline.hooks import PreflightHook, RunStatusHook
+from flat_pipeline.hooks import ModelSettingsHook, PreflightHook, RunStatusHook
 
-# Checks before any node runs (parameters, saved inputs); then MLflow run status and tags around kedro-mlflow's run.
-HOOKS = (PreflightHook(), RunStatusHook())
+# Checks before any node runs (parameters, saved inputs); the run's model.dtype / attn_implementation for every model
+# the catalog loads; then MLflow run status and tags around kedro-mlflow's run.
+HOOKS = (PreflightHook(), ModelSettingsHook(), RunStatusHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -112,6 +112,16 @@ def test_extraction_strength_needs_a_token_besides_eos():
         extraction_strength([True])
 
 
-def test_exact_memorization_counts_eos():
-    assert exact_memorization([True, False, True, True]) == pytest.approx(0.75)  # 3 of 4
-    assert exact_memorization(np.array([False, False, False, True])) == pytest.approx(0.25)  # the eos hit counts
+def test_exact_memorization_leaves_out_the_eos():
+    # The last hit is the eos: 2 of the 3 answer tokens before it, not 3 of all 4.
+    assert exact_memorization([True, True, False, True]) == pytest.approx(2 / 3, abs=1e-15)
+    # A missed eos does not count either: 3 of 3, not 3 of 4.
+    assert exact_memorization(np.array([True, True, True, False])) == pytest.approx(1.0, abs=1e-15)
+    assert exact_memorization([False, True]) == 0.0  # the eos hit alone scores nothing
+
+
+def test_exact_memorization_needs_a_token_besides_eos():
+    with pytest.raises(ValueError, match="at least one answer token besides the eos"):
+        exact_memorization([True])
+    with pytest.raises(ValueError, match="besides the eos"):
+        exact_memorization([])

@@ -32,7 +32,7 @@ def forget_templates(small_world):
 def test_finetune_with_lora_trains_adapters_only_and_saves_the_merged_model(tiny_model_dir, small_world):
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["forget10"]])
     base = load_causal_lm(str(tiny_model_dir)).model
-    model_params = {"source": "pretrained", "name_or_path": str(tiny_model_dir), "prompt_format": "plain"}
+    model_params = {"source": "pretrained", "name_or_path": str(tiny_model_dir)}
     training = {"learning_rate": 1e-2, "num_train_epochs": 2, "per_device_train_batch_size": 8, "logging_steps": 1}
     bundle, history = finetune_from_params(
         rows, None, model_params, {"training": training, "lora": {**LORA, "save": "merged"}}

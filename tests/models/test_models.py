@@ -14,7 +14,6 @@ from flat_pipeline.models.tokenizer import train_bpe_tokenizer
 
 TINY = {
     "source": "tiny_llama",
-    "prompt_format": "plain",
     "dtype": "float32",
     "attn_implementation": "sdpa",
     "tiny_llama": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},

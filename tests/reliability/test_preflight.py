@@ -47,7 +47,7 @@ def test_a_pipeline_whose_inputs_were_never_made_names_them_and_their_pipeline(p
     message = str(error.value)
     assert message.startswith("this run loads 9 dataset(s) that no earlier run of environment 'test' saved")
     assert f"  - retain_reference (in {project}/data/test/07_model_output/retain_reference.json): made by " in message
-    assert "`kedro run --env test --pipelines evaluate` (or pipeline import_retain_logs)" in message
+    assert "`kedro run --env test --pipelines evaluate` (or pipeline import_retain_logs, evaluate_retain)" in message
     assert "  - original_model (in" in message and "`kedro run --env test --pipelines finetune`" in message
     assert written_files(project) == []
 
@@ -82,3 +82,14 @@ def test_a_pinned_version_that_does_not_exist_is_named(project):
     missing = r"  - forget_set \(version 2020-01-01T00.00.00.000Z in .*/data/test/"
     with KedroSession.create(project_path=project, env="test") as session, pytest.raises(PreflightError, match=missing):
         session.run(pipeline_names=["templates"], load_versions={"forget_set": "2020-01-01T00.00.00.000Z"})
+
+
+def test_a_missing_template_file_stops_only_the_runs_that_make_templates(project):
+    """conf/tofu takes TOFU's idontknow.jsonl from beside the splits: a run that makes templates without it stops
+    naming the file; a run that makes none (importing models) is not held up by it."""
+    with pytest.raises(ParameterError, match="parameter templates.file: template file 'data/01_raw/tofu/idontknow"):
+        run_session(project, ["templates"], env="tofu")
+    assert written_files(project) == []
+    with pytest.raises(PreflightError) as error:  # further on: its inputs were never made, the file is no matter
+        run_session(project, ["evaluate_original"], env="tofu")
+    assert "templates.file" not in str(error.value)

@@ -162,7 +162,7 @@ def test_the_collapse_check_needs_both_uniform_output_and_zero_gradient(bundle, 
 
 
 def test_a_finetune_below_its_exact_match_floor_fails(tiny_model_dir, qa_rows):
-    model = {"source": "pretrained", "name_or_path": str(tiny_model_dir), "prompt_format": "plain"}
+    model = {"source": "pretrained", "name_or_path": str(tiny_model_dir)}
     params = {"min_train_exact_match": 0.5, "training": {"learning_rate": 5e-3, **STEPS}}
     message = (
         r"^finetune: teacher-forced exact match on its own training QA is 0.0000, below "
@@ -325,7 +325,7 @@ def test_a_launched_process_error_is_raised_again_with_its_type_and_message(tmp_
 
 @pytest.mark.slow
 def test_a_launched_finetune_reports_its_guard(tiny_model_dir, qa_rows):
-    model = {"source": "pretrained", "name_or_path": str(tiny_model_dir), "prompt_format": "plain"}
+    model = {"source": "pretrained", "name_or_path": str(tiny_model_dir)}
     params = {
         "training": {"learning_rate": 1e30, "warmup_steps": 0, "num_train_epochs": 1, "per_device_train_batch_size": 4},
         "launch": {"num_processes": 2, "main_process_port": 29533},

@@ -39,7 +39,7 @@ def curve(history, key):
 @pytest.mark.slow
 def test_two_processes_finetune_like_one_at_the_same_effective_batch(tiny_model_dir, small_world):
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["forget10"]])
-    model = {"source": "pretrained", "name_or_path": str(tiny_model_dir), "prompt_format": "plain"}
+    model = {"source": "pretrained", "name_or_path": str(tiny_model_dir)}
     training = {"learning_rate": 5e-3, "num_train_epochs": 2, "logging_steps": 1, "group_by_length": False}
     one, one_history = finetune_from_params(
         rows, None, model, {"training": {**training, "per_device_train_batch_size": 8}}

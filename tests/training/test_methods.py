@@ -12,6 +12,7 @@ from datasets import Dataset
 import flat_pipeline.training.unlearn as unlearn_module
 from flat_pipeline.losses import dpo_loss, npo_loss, simnpo_loss
 from flat_pipeline.models.loading import load_causal_lm
+from flat_pipeline.prompts import PromptFormat
 from flat_pipeline.training.methods import METHODS, answer_nll, side
 from flat_pipeline.training.unlearn import UnlearnCollator, UnlearnConfig, tokenize_forget, tokenize_retain, unlearn
 
@@ -46,8 +47,8 @@ def test_a_step_lowers_the_forget_answers_likelihood(method, bundle, forget_temp
     config = UnlearnConfig(method=method, rmu_layer=1)
     spec = METHODS[method]
     tok = bundle.tokenizer
-    encoded = tokenize_forget(forget_templates.select(range(8)), tok, "plain", 512, spec.needs_templates)
-    retain = tokenize_retain(retain_rows, tok, "plain", 512) if spec.needs_retain else None
+    encoded = tokenize_forget(forget_templates.select(range(8)), tok, PromptFormat(), 512, spec.needs_templates)
+    retain = tokenize_retain(retain_rows, tok, PromptFormat(), 512) if spec.needs_retain else None
     batch = UnlearnCollator(tok.pad_token_id, "fixed", 0, retain)([encoded[i] for i in range(8)])
     reference = unlearn_module.frozen_reference(bundle.model) if spec.needs_reference else None
     model = bundle.model

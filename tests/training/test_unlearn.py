@@ -3,6 +3,7 @@ import torch
 from datasets import Dataset
 
 from flat_pipeline.models.loading import load_causal_lm
+from flat_pipeline.prompts import PromptFormat
 from flat_pipeline.training.methods import flat_step
 from flat_pipeline.training.unlearn import UnlearnCollator, UnlearnConfig, tokenize_forget, unlearn
 
@@ -38,7 +39,7 @@ def reference_scores(model, batch, side, score):
 @pytest.mark.parametrize("score", ["prob", "logprob"])
 @pytest.mark.parametrize("divergence", ["kl", "js", "pearson", "tv"])
 def test_step_loss_equals_the_straightforward_computation(bundle, forget_templates, score, divergence):
-    encoded = tokenize_forget(forget_templates.select(range(6)), bundle.tokenizer, "plain", 512)
+    encoded = tokenize_forget(forget_templates.select(range(6)), bundle.tokenizer, PromptFormat(), 512)
     batch = UnlearnCollator(bundle.tokenizer.pad_token_id, "fixed", 0)([encoded[i] for i in range(6)])
     config = UnlearnConfig(divergence=divergence, score=score)
     loss, scores = flat_step(bundle.model, batch, None, config)
@@ -51,7 +52,7 @@ def test_step_loss_equals_the_straightforward_computation(bundle, forget_templat
 
 
 def test_collator_keeps_a_fixed_template_or_resamples_it_every_epoch(bundle, forget_templates):
-    encoded = tokenize_forget(forget_templates.select(range(8)), bundle.tokenizer, "plain", 512)
+    encoded = tokenize_forget(forget_templates.select(range(8)), bundle.tokenizer, PromptFormat(), 512)
     examples = [encoded[i] for i in range(8)]
 
     def templates_at(pairing, epoch):

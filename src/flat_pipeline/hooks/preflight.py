@@ -36,7 +36,7 @@ class PreflightHook:
         conf = Path(run_params["project_path"]) / settings.CONF_SOURCE
         check_environment_state(conf, env)
         params = catalog.load("parameters")
-        check_parameters(params, also=benchmark_method_problems(params))
+        check_parameters(params, also=[*benchmark_method_problems(params), *template_file_problems(params, pipeline)])
         check_saved_inputs(pipeline, catalog, env)
 
 
@@ -67,6 +67,21 @@ def check_environment_state(conf: Path, env: str) -> None:
 def _globals(folder: Path) -> dict[str, Any]:
     file = folder / "globals.yml"
     return (yaml.safe_load(file.read_text()) or {}) if file.is_file() else {}
+
+
+def template_file_problems(params: dict[str, Any], pipeline: Pipeline) -> list[str]:
+    """A run that makes template answers from a file needs the file (other runs of the environment do not)."""
+    from flat_pipeline.templates import check_template_options
+
+    if not any("params:templates" in node.inputs for node in pipeline.nodes):
+        return []
+    try:
+        check_template_options(params.get("templates") or {})
+    except FileNotFoundError as error:
+        return [str(error)]
+    except ValueError:  # a bad setting: the parameter check names it
+        return []
+    return []
 
 
 def benchmark_method_problems(params: dict[str, Any]) -> list[str]:

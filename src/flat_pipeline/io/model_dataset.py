@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 
-from flat_pipeline.models.loading import ModelBundle, load_causal_lm
+from flat_pipeline.models.loading import LOAD_SETTINGS, ModelBundle, load_causal_lm
+from flat_pipeline.models.portable import make_portable
 
 from .atomic import AtomicSaveMixin
 
@@ -18,7 +20,11 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
     With `versioned: true` every save goes to `<filepath>/<timestamp>/<name>/` and never overwrites an earlier one.
     The folder is written as `<filepath>/<timestamp>/.<name>.partial-<random>/` and renamed to `<name>` once model
     and tokenizer are both on disk (`AtomicSaveMixin`), so a run killed or out of disk space mid-save leaves no
-    version that the next run could take for the latest. Local paths only.
+    version that the next run could take for the latest. Local paths only. Every saved folder also loads with
+    transformers 4.45 (`make_portable`).
+
+    A run's `model.dtype` and `model.attn_implementation` reach the load through `use_model_settings`
+    (hooks/model_settings.py); the entry's own `load_args` win over them.
 
     Example catalog entry::
 
@@ -39,7 +45,13 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
     ) -> None:
         super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=self._folder_exists)
         self._load_args = dict(load_args or {})
+        self._model_settings: dict[str, Any] = {}
         self.metadata = metadata
+
+    def use_model_settings(self, model_params: Mapping[str, Any]) -> None:
+        """Load with the run's `model` parameters (`dtype`, `attn_implementation`) where `load_args` leave them
+        open; other keys of the block are ignored."""
+        self._model_settings = {key: model_params[key] for key in LOAD_SETTINGS if model_params.get(key) is not None}
 
     @staticmethod
     def _folder_exists(path: str) -> bool:
@@ -47,7 +59,10 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
         return (Path(path) / "config.json").is_file() or (Path(path) / "adapter_config.json").is_file()
 
     def load(self) -> ModelBundle:
-        return load_causal_lm(str(self._get_load_path()), **self._load_args)
+        return load_causal_lm(str(self._get_load_path()), **self._effective_load_args())
+
+    def _effective_load_args(self) -> dict[str, Any]:
+        return {**self._model_settings, **self._load_args}
 
     def save(self, data: ModelBundle) -> None:
         if not isinstance(data, ModelBundle):
@@ -57,6 +72,7 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
             path.mkdir(parents=True, exist_ok=True)
             data.model.save_pretrained(path)
             data.tokenizer.save_pretrained(path)
+            make_portable(path)  # before the rename: the version appears readable by transformers 4.x too
 
     def _exists(self) -> bool:
         try:
@@ -66,4 +82,4 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
 
     def _describe(self) -> dict[str, Any]:
         # Kedro calls this on every load for logging: no I/O here.
-        return {"filepath": self._filepath, "version": self._version, "load_args": self._load_args}
+        return {"filepath": self._filepath, "version": self._version, "load_args": self._effective_load_args()}

@@ -74,7 +74,8 @@ def quirk_max_new_tokens(prompt_length: int, max_length: int = 600) -> int:
 
 def knowmem_prompt(question: str, shots: Sequence[tuple[str, str]]) -> str:
     """MUSE KnowMem in-context prompt: `Question: q\\nAnswer: a` blocks joined by blank lines, then the question."""
-    # format_prompt's plain format is exactly MUSE's "Question: ...\nAnswer:" block, so the two stay in step.
+    # format_prompt's default format (phi-1_5, the space after `Answer:` given to the answer) is exactly MUSE's
+    # "Question: ...\nAnswer:" block, so the two stay in step.
     blocks = [f"{format_prompt(q)} {a}" for q, a in shots]
     return "\n\n".join([*blocks, format_prompt(question)])
 

@@ -1,7 +1,8 @@
 """TOFU metrics from per-item answer-token log-probabilities, matching open-unlearning's evaluator.
 
 Each item's `logprobs` is log p(token) over its answer tokens, the last one being the eos, which the reference
-scores as an answer token. Definitions and the 1e-10 terms follow benchmarks-and-metrics.md §1.4 and §8, so that
+scores as an answer token in Prob and the truth ratio (extraction strength and exact memorisation leave it out, as
+the reference does). Definitions and the 1e-10 terms follow benchmarks-and-metrics.md §1.4 and §8, so that
 aggregates agree with open-unlearning's tables to about 1e-5.
 """
 
@@ -69,15 +70,22 @@ def truth_ratio_true_better(tr: Sequence[float]) -> float:
     return float(np.mean(np.maximum(0.0, 1.0 - tr)))
 
 
-def prob_normalised(correct: Sequence[Sequence[float]], perturbed: Sequence[Sequence[Sequence[float]]]) -> float:
-    """Mean over items of P̄(correct) / (P̄(correct) + Σ_k P̄(wrong_k)); TOFU's Prob for real_authors/world_facts."""
+def prob_normalised_items(
+    correct: Sequence[Sequence[float]], perturbed: Sequence[Sequence[Sequence[float]]]
+) -> list[float]:
+    """Per item, P̄(correct) / (P̄(correct) + Σ_k P̄(wrong_k)); TOFU's Prob for real_authors/world_facts."""
     if len(correct) != len(perturbed):
         raise ValueError(f"correct has {len(correct)} items but perturbed has {len(perturbed)}")
     values = []
     for item_correct, item_wrong in zip(correct, perturbed, strict=True):
         p_correct = answer_prob(item_correct)
         values.append(p_correct / (p_correct + sum(answer_prob(answer) for answer in item_wrong) + 1e-10))
-    return float(np.mean(values))
+    return values
+
+
+def prob_normalised(correct: Sequence[Sequence[float]], perturbed: Sequence[Sequence[Sequence[float]]]) -> float:
+    """The mean over items of `prob_normalised_items`."""
+    return float(np.mean(prob_normalised_items(correct, perturbed)))
 
 
 def forget_quality(model_tr: Sequence[float], retain_tr: Sequence[float]) -> float:
@@ -120,8 +128,12 @@ def extraction_strength(argmax_hits: Sequence[bool]) -> float:
 
 
 def exact_memorization(argmax_hits: Sequence[bool]) -> float:
-    """Exact memorisation of one item: fraction of answer positions (eos included) where argmax = gold token."""
-    hits = np.asarray(argmax_hits, dtype=bool)
+    """Exact memorisation of one item: fraction of answer positions where the teacher-forced argmax = gold token.
+
+    `argmax_hits[t]` covers the answer tokens with the eos last; the eos is dropped here, as in the reference (and as
+    `extraction_strength` does), so the mean is over the answer tokens before it.
+    """
+    hits = np.asarray(argmax_hits, dtype=bool)[:-1]
     if hits.size == 0:
-        raise ValueError("exact_memorization needs at least one answer token")
+        raise ValueError("exact_memorization needs at least one answer token besides the eos")
     return float(hits.mean())

@@ -15,6 +15,9 @@ logger = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
 MODEL_SOURCES = ("tiny_llama", "pretrained")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
+# The `model` parameters that say how any model is loaded, wherever from (catalog, folder, hub): HFModelDataset takes
+# them as defaults (hooks/model_settings.py), launched workers from the model they are handed (launch.py).
+LOAD_SETTINGS = ("dtype", "attn_implementation")
 
 
 @dataclass
@@ -73,12 +76,15 @@ def load_causal_lm(
         from flat_pipeline.models.lora import load_adapter
 
         base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        logger.info("loading the LoRA adapter %s onto its base model %s", name_or_path, base)
         bundle = load_causal_lm(base, dtype, attn_implementation, gradient_checkpointing)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         ensure_pad_token(tokenizer)
         return ModelBundle(load_adapter(name_or_path, bundle.model), tokenizer, source=name_or_path)
 
     torch_dtype = _torch_dtype(dtype)
+    attention = _attention(attn_implementation)
+    logger.info("loading model %s (dtype %s, attention %s)", name_or_path, dtype, attention)
     tokenizer_source = tokenizer_name_or_path or name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
@@ -89,9 +95,7 @@ def load_causal_lm(
             f"id (import_models.tokenizer) ({err})"
         ) from err
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=torch_dtype, attn_implementation=_attention(attn_implementation)
-        )
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, attn_implementation=attention)
     except OSError as err:
         raise OSError(
             f"could not load a causal LM from '{name_or_path}': give a local folder written by save_pretrained, "
@@ -149,7 +153,21 @@ def build_base_model(params: Mapping[str, Any], tokenizer: Any) -> ModelBundle:
     from flat_pipeline.models.llama import build_llama
 
     attention = _attention(params.get("attn_implementation", "sdpa"))
+    dtype = params.get("dtype", "float32")
+    logger.info("building the tiny Llama in memory (dtype %s, attention %s)", dtype, attention)
     model = build_llama(tokenizer, attn_implementation=attention, **params.get("tiny_llama", {}))
     if params.get("gradient_checkpointing", False):
         model.gradient_checkpointing_enable()
-    return ModelBundle(model.to(_torch_dtype(params.get("dtype", "float32"))), tokenizer)
+    return ModelBundle(model.to(_torch_dtype(dtype)), tokenizer)
+
+
+def load_settings_of(model: Any) -> dict[str, Any]:
+    """The `load_causal_lm` arguments that give a model loaded from its saved copy the same dtype, attention and
+    gradient checkpointing as `model` (a launched worker starts from such a copy)."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    attention = getattr(model.config, "_attn_implementation", None)
+    return {
+        "dtype": dtype if dtype in DTYPES else "float32",
+        "attn_implementation": attention if attention in ATTENTION else "sdpa",
+        "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
+    }

@@ -159,8 +159,9 @@ TEMPLATE_SOURCES = {
 }
 
 
-def check_template_options(options: dict[str, Any]) -> None:
-    """Fail fast on a bad `templates` parameter block, before any model is loaded."""
+def check_template_options(options: dict[str, Any], check_file: bool = True) -> None:
+    """Fail fast on a bad `templates` parameter block, before any model is loaded. `check_file=False` leaves out
+    whether `templates.file` exists: a data input, checked only by runs that make templates."""
     if options.get("source") not in TEMPLATE_SOURCES:
         raise ValueError(
             f"parameter templates.source: expected one of {sorted(TEMPLATE_SOURCES)}, got {options.get('source')!r}"
@@ -170,7 +171,7 @@ def check_template_options(options: dict[str, Any]) -> None:
     k = options.get("candidates_per_item")
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"parameter templates.candidates_per_item: expected an integer >= 1, got {k!r}")
-    if options["source"] == "file" and not Path(options.get("file") or "").is_file():
+    if check_file and options["source"] == "file" and not Path(options.get("file") or "").is_file():
         raise FileNotFoundError(f"parameter templates.file: template file {options.get('file')!r} does not exist")
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flat_pipeline.config import ParameterError, check_choice, check_number
+from flat_pipeline.models.portable import make_portable
 
 History = dict[str, list[dict[str, float]]]
 
@@ -119,3 +120,4 @@ def save_trained(trainer: Any, tokenizer: Any, path: str) -> None:
     trainer.save_model(path)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(path)
+        make_portable(path)

@@ -22,7 +22,8 @@ from flat_pipeline.launch import LaunchSettings
 from flat_pipeline.launch import run as run_launched
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.models.lora import LoraSettings, add_lora, finish_lora
-from flat_pipeline.prompts import IGNORE_INDEX, encode_example
+from flat_pipeline.models.portable import make_portable
+from flat_pipeline.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from flat_pipeline.scoring import answer_logits, score_answers
 from flat_pipeline.training.common import (
     History,
@@ -102,24 +103,22 @@ def _arguments(config: FinetuneConfig, output_dir: str) -> Any:
     )
 
 
-def tokenize_rows(rows: Dataset, tokenizer: Any, prompt_format: str, max_length: int | None) -> Dataset:
+def tokenize_rows(rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None) -> Dataset:
     """`input_ids`, `labels` and `length` for rows holding `answer` and `question` (None for raw text)."""
 
     def encode(row: dict[str, Any]) -> dict[str, Any]:
-        encoded = encode_example(tokenizer, row["answer"], row["question"], prompt_format, max_length)
+        encoded = encode_example(tokenizer, row["answer"], row["question"], prompt, max_length)
         return {"input_ids": encoded.input_ids, "labels": encoded.labels, "length": len(encoded.input_ids)}
 
     return rows.map(encode, remove_columns=rows.column_names, desc="tokenising")
 
 
-def exact_match_rate(bundle: ModelBundle, rows: Dataset, prompt_format: str, max_length: int | None = None) -> float:
+def exact_match_rate(bundle: ModelBundle, rows: Dataset, prompt: PromptFormat, max_length: int | None = None) -> float:
     """Share of QA rows whose every answer token (eos included) is the argmax: greedy decoding reproduces them."""
     qa = rows.filter(lambda row: row["question"] is not None)
     if len(qa) == 0:
         return float("nan")
-    examples = [
-        encode_example(bundle.tokenizer, row["answer"], row["question"], prompt_format, max_length) for row in qa
-    ]
+    examples = [encode_example(bundle.tokenizer, row["answer"], row["question"], prompt, max_length) for row in qa]
     scores = score_answers(bundle.model, examples, bundle.tokenizer.pad_token_id)
     return sum(s.exact for s in scores) / len(scores)
 
@@ -158,7 +157,7 @@ def finetune(
     bundle: ModelBundle,
     train_rows: Dataset,
     config: FinetuneConfig,
-    prompt_format: str = "plain",
+    prompt: PromptFormat | None = None,
     save_to: str | None = None,
     *,
     lora: LoraSettings | None = None,
@@ -173,24 +172,24 @@ def finetune(
     one writes). Raises FloatingPointError on a non-finite loss or gradient norm, TrainingError on a collapsed model,
     and CheckpointMismatch when `config.output_dir` holds another training's checkpoints.
     """
-    lora = lora or LoraSettings()
+    lora, prompt = lora or LoraSettings(), prompt or PromptFormat()
     if launch is not None and launch.num_processes > 1:  # each process comes back here without `launch`
         bundle, history = run_launched(
-            "finetune", bundle, {"train": train_rows}, config, launch, prompt_format=prompt_format, lora=asdict(lora)
+            "finetune", bundle, {"train": train_rows}, config, launch, prompt=prompt.to_params(), lora=asdict(lora)
         )
     else:
-        bundle, history = _finetune_here(bundle, train_rows, config, prompt_format, save_to=save_to, lora=lora)
+        bundle, history = _finetune_here(bundle, train_rows, config, prompt, save_to=save_to, lora=lora)
     if not in_launched_process():  # the launching process checks the whole model, not each shard of it
-        sample = tokenize_rows(first_rows(train_rows), bundle.tokenizer, prompt_format, config.max_length)
+        sample = tokenize_rows(first_rows(train_rows), bundle.tokenizer, prompt, config.max_length)
         check_trained_model(bundle, sample["input_ids"], history, job="finetune", remedy=_remedy(config))
     return bundle, history
 
 
 def _finetune_here(
-    bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt_format: str, *, save_to: str | None,
+    bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt: PromptFormat, *, save_to: str | None,
     lora: LoraSettings,
 ) -> tuple[ModelBundle, History]:  # fmt: skip
-    train_set = tokenize_rows(train_rows, bundle.tokenizer, prompt_format, config.max_length)
+    train_set = tokenize_rows(train_rows, bundle.tokenizer, prompt, config.max_length)
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
     current = fingerprint(settings, {"train": train_set}, start_model_identity(bundle))
     checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, TRAINING_BLOCK)
@@ -215,6 +214,7 @@ def _finetune_here(
         if save_to is not None and is_main_process():
             bundle.model.save_pretrained(save_to)
             bundle.tokenizer.save_pretrained(save_to)
+            make_portable(save_to)
     names = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
     return bundle, history_from_log(trainer.state.log_history, names)
 
@@ -249,10 +249,10 @@ def finetune_from_params(
     n_params = sum(p.numel() for p in bundle.model.parameters())
     logger.info("finetuning a %.2fM-parameter model on %d rows", n_params / 1e6, len(train_rows))
     started = time.perf_counter()
-    prompt_format = model_params["prompt_format"]
-    bundle, history = finetune(bundle, train_rows, config, prompt_format, lora=lora, launch=launch)
+    prompt = PromptFormat.from_params(model_params)
+    bundle, history = finetune(bundle, train_rows, config, prompt, lora=lora, launch=launch)
     seconds = time.perf_counter() - started
-    exact_match = exact_match_rate(bundle, train_rows, prompt_format, config.max_length)
+    exact_match = exact_match_rate(bundle, train_rows, prompt, config.max_length)
     logger.info("finetune took %.0f s; teacher-forced exact match on its QA: %.4f", seconds, exact_match)
     check_exact_match_floor(exact_match, floor, config)
     last_step = history["train_loss"][-1]["step"] if history.get("train_loss") else 0

@@ -26,7 +26,8 @@ from flat_pipeline.launch import run as run_launched
 from flat_pipeline.losses import DIVERGENCES, SCORES
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.models.lora import AdapterDisabled, LoraSettings, add_lora, finish_lora
-from flat_pipeline.prompts import encode_example
+from flat_pipeline.models.portable import make_portable
+from flat_pipeline.prompts import PromptFormat, encode_example
 from flat_pipeline.templates import PAIRINGS, pick_template
 from flat_pipeline.training.common import (
     History,
@@ -159,16 +160,16 @@ class UnlearnCollator:
 
 
 def tokenize_forget(
-    rows: Dataset, tokenizer: Any, prompt_format: str, max_length: int | None, with_templates: bool = True
+    rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None, with_templates: bool = True
 ) -> Dataset:
     """Token ids of each forget item's forget answer and (for methods that use them) of its template candidates."""
 
     def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
-        forget = encode_example(tokenizer, row["forget_answer"], row["prompt"], prompt_format, max_length)
+        forget = encode_example(tokenizer, row["forget_answer"], row["prompt"], prompt, max_length)
         encoded: dict[str, Any] = {"index": index, "forget_input_ids": forget.input_ids, "forget_labels": forget.labels}
         if with_templates:
             templates = [
-                encode_example(tokenizer, answer, row["prompt"], prompt_format, max_length)
+                encode_example(tokenizer, answer, row["prompt"], prompt, max_length)
                 for answer in row["template_answers"]
             ]
             encoded["template_input_ids"] = [t.input_ids for t in templates]
@@ -178,12 +179,12 @@ def tokenize_forget(
     return rows.map(encode, with_indices=True, remove_columns=rows.column_names, desc="tokenising forget set")
 
 
-def tokenize_retain(rows: Dataset, tokenizer: Any, prompt_format: str, max_length: int | None) -> Dataset:
+def tokenize_retain(rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None) -> Dataset:
     """Token ids of retain QA pairs (rows with `question` and `answer`) or raw texts (rows with `text`)."""
 
     def encode(row: dict[str, Any]) -> dict[str, Any]:
         question, answer = (row["question"], row["answer"]) if "question" in row else (None, row["text"])
-        encoded = encode_example(tokenizer, answer, question, prompt_format, max_length)
+        encoded = encode_example(tokenizer, answer, question, prompt, max_length)
         return {"input_ids": encoded.input_ids, "labels": encoded.labels}
 
     return rows.map(encode, remove_columns=rows.column_names, desc="tokenising retain set")
@@ -257,7 +258,7 @@ def unlearn(
     bundle: ModelBundle,
     forget_templates: Dataset,
     config: UnlearnConfig,
-    prompt_format: str = "plain",
+    prompt: PromptFormat | None = None,
     *,
     retain_rows: Dataset | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
@@ -275,7 +276,7 @@ def unlearn(
     TrainingError on a collapsed model, and CheckpointMismatch when `config.output_dir` holds another training's
     checkpoints.
     """
-    spec, lora = config.spec, config.lora_settings
+    spec, lora, prompt = config.spec, config.lora_settings, prompt or PromptFormat()
     if spec.needs_retain and (retain_rows is None or len(retain_rows) == 0):
         raise ValueError(f"unlearn method '{config.method}' needs retain data, and the retain set is empty")
     if config.launch_settings.num_processes > 1:  # each launched process comes back here with launch unset
@@ -283,16 +284,16 @@ def unlearn(
             raise ValueError("unlearn.launch.num_processes > 1 supports neither on_epoch_end nor lora.save=adapter")
         rows = {"forget": forget_templates, "retain": retain_rows if spec.needs_retain else None}
         bundle, history = run_launched(
-            "unlearn", bundle, rows, config, config.launch_settings, prompt_format=prompt_format
+            "unlearn", bundle, rows, config, config.launch_settings, prompt=prompt.to_params()
         )
     else:
         bundle, history = _unlearn_here(
-            bundle, forget_templates, config, prompt_format,
+            bundle, forget_templates, config, prompt,
             retain_rows=retain_rows, on_epoch_end=on_epoch_end, save_to=save_to,
         )  # fmt: skip
     if not in_launched_process():  # the launching process checks the whole model, not each shard of it
         sample = tokenize_forget(
-            first_rows(forget_templates), bundle.tokenizer, prompt_format, config.max_length, with_templates=False
+            first_rows(forget_templates), bundle.tokenizer, prompt, config.max_length, with_templates=False
         )
         check_trained_model(
             bundle, sample["forget_input_ids"], history, job=f"unlearn ({config.method})", remedy=config.remedy()
@@ -304,7 +305,7 @@ def _unlearn_here(
     bundle: ModelBundle,
     forget_templates: Dataset,
     config: UnlearnConfig,
-    prompt_format: str,
+    prompt: PromptFormat,
     *,
     retain_rows: Dataset | None,
     on_epoch_end: Callable[[int], None] | None,
@@ -317,8 +318,8 @@ def _unlearn_here(
             f"adapter is loaded onto it later); use 'merged'"
         )
     tokenizer = bundle.tokenizer
-    train_set = tokenize_forget(forget_templates, tokenizer, prompt_format, config.max_length, spec.needs_templates)
-    retain = tokenize_retain(retain_rows, tokenizer, prompt_format, config.max_length) if spec.needs_retain else None
+    train_set = tokenize_forget(forget_templates, tokenizer, prompt, config.max_length, spec.needs_templates)
+    retain = tokenize_retain(retain_rows, tokenizer, prompt, config.max_length) if spec.needs_retain else None
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
     current = fingerprint(settings, {"forget": train_set, "retain": retain}, start_model_identity(bundle))
     checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, config.block)
@@ -355,6 +356,7 @@ def _unlearn_here(
         if save_to is not None and is_main_process():  # merged after training (DDP; not FSDP / DeepSpeed)
             bundle.model.save_pretrained(save_to)
             tokenizer.save_pretrained(save_to)
+            make_portable(save_to)
     # The method's own terms are logged under their names; the Trainer's end-of-run summary (train_*) is not.
     logged = {"loss": "unlearn_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
     for entry in trainer.state.log_history:

@@ -20,9 +20,10 @@ def run_job(job: str, work: Path) -> None:
     from datasets import load_from_disk
 
     from flat_pipeline.models.loading import load_causal_lm
+    from flat_pipeline.prompts import PromptFormat
 
     spec = json.loads((work / "config.json").read_text())
-    bundle = load_causal_lm(str(work / "model"))
+    bundle = load_causal_lm(str(work / "model"), **spec.get("load", {}))  # the dtype / attention of the run's model
     bundle.source = spec.get("source")  # the start model's identity for the checkpoint fingerprint, not the copy
     out = str(work / "out")
     if job == "finetune":
@@ -31,14 +32,16 @@ def run_job(job: str, work: Path) -> None:
 
         config, lora = FinetuneConfig(**spec["config"]), LoraSettings(**spec["lora"])
         rows = load_from_disk(str(work / "train"))
-        bundle, history = finetune(bundle, rows, config, spec["prompt_format"], save_to=out, lora=lora)
+        bundle, history = finetune(bundle, rows, config, PromptFormat(**spec["prompt"]), save_to=out, lora=lora)
     else:
         from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
         config = UnlearnConfig(**{**spec["config"], "launch": None})
         retain = load_from_disk(str(work / "retain")) if (work / "retain").exists() else None
         forget = load_from_disk(str(work / "forget"))
-        bundle, history = unlearn(bundle, forget, config, spec["prompt_format"], retain_rows=retain, save_to=out)
+        bundle, history = unlearn(
+            bundle, forget, config, PromptFormat(**spec["prompt"]), retain_rows=retain, save_to=out
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         (work / "history.json").write_text(json.dumps(history))
     if torch.distributed.is_initialized():

@@ -12,7 +12,7 @@ from flat_pipeline.prompts import encode_prompt
 MODEL = {
     "source": "tiny_llama",
     "name_or_path": None,
-    "prompt_format": "plain",
+    "prompt": {"format": "phi-1_5", "boundary": "answer", "tokenization": "separate"},
     "dtype": "float32",
     "attn_implementation": "sdpa",
     "gradient_checkpointing": False,
@@ -122,7 +122,12 @@ def test_the_embedded_original_model_memorises_forget_and_retain_qa(benchmark, f
 
 
 def test_a_pretrained_model_from_a_local_folder_is_finetuned_by_parameters_alone(tiny_model_dir, benchmark):
-    params = {**MODEL, "source": "pretrained", "name_or_path": str(tiny_model_dir), "prompt_format": "llama2_chat"}
+    params = {
+        **MODEL,
+        "source": "pretrained",
+        "name_or_path": str(tiny_model_dir),
+        "prompt": {"format": "Llama-2-chat"},
+    }
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in benchmark["forget01"]])
     tokenizer = prepare_tokenizer(rows, params)
     assert len(tokenizer) == 1024  # the model's own tokenizer, not one trained on the data

@@ -45,7 +45,7 @@ def test_flat_builds_no_model_of_its_own(tiny_model_dir, forget_templates, monke
             "original_model": MemoryDataset(original, copy_mode="assign"),
             "forget_templates": MemoryDataset(forget_templates),
             "retain_set": MemoryDataset(Dataset.from_dict({"question": ["Q?"], "answer": ["A."]})),
-            "params:model": MemoryDataset({"prompt_format": "plain"}),
+            "params:model": MemoryDataset({"prompt": {"format": "phi-1_5"}}),
             "params:unlearn": MemoryDataset(UNLEARN),
             "params:templates": MemoryDataset({"pairing": "resample"}),
             "unlearned_model": MemoryDataset(copy_mode="assign"),

@@ -26,6 +26,7 @@ from flat_pipeline.evaluation import (  # noqa: E402
     tokenizer_fingerprint,
 )
 from flat_pipeline.models.loading import ModelBundle  # noqa: E402
+from flat_pipeline.prompts import PromptFormat  # noqa: E402
 from flat_pipeline.utility import LmEvalConfig, lm_eval_utility  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def evaluate_retain(
         evaluate_params["metrics"],
         EvaluateConfig.from_params(evaluate_params.get("settings", {})),
         forget_split=data_prep_params["forget_split"],
-        prompt_format=model_params["prompt_format"],
+        prompt=PromptFormat.from_params(model_params),
         templates=templates,
     )
     report = _report(retain_model, summary, reference, evaluate_params)
@@ -132,7 +133,7 @@ def evaluate(
         sets,
         evaluate_params["metrics"],
         config,
-        prompt_format=model_params["prompt_format"],
+        prompt=PromptFormat.from_params(model_params),
         templates=templates,
         reference=pinned,
     )

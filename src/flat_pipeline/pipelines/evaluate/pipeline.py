@@ -1,11 +1,13 @@
 """evaluate pipeline: the retain model first (its numbers are the reference), then the original and unlearned
-models, each in its own namespace so kedro-viz shows them side by side, then a comparison figure."""
+models, each in its own namespace so kedro-viz shows them side by side, then a comparison figure. Each role is also
+registered alone (`evaluate_retain`, `evaluate_original`, `evaluate_unlearned`)."""
 
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import build_evaluation_sets, compare_models, evaluate, evaluate_retain, template_pool
 
-COMPARED_ROLES = ("original", "unlearned")
+# The retain model first: its numbers are the reference the others are compared with.
+ROLES = ("retain", "original", "unlearned")
 PARAMS = ["params:model", "params:data_prep", "params:evaluate"]
 
 
@@ -39,43 +41,35 @@ def evaluation_inputs() -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    shared = evaluation_inputs()
-    retain = Pipeline(
-        [
-            Node(
-                func=evaluate_retain,
-                inputs=["retain_model", "evaluation_sets", "template_pool", *PARAMS],
-                outputs=[*_outputs("retain"), "retain_reference"],
-                name="evaluate_model_node",
-            )
-        ],
-        namespace="retain",
-        inputs={"retain_model", "evaluation_sets", "template_pool"},
-        outputs={*_outputs("retain"), "retain_reference"},
-        parameters=set(PARAMS),
-    )
-    compared = [
-        Pipeline(
-            [evaluate_node(f"{role}_model", _outputs(role))],
-            namespace=role,
-            inputs={f"{role}_model", "evaluation_sets", "template_pool", "retain_reference"},
-            outputs=set(_outputs(role)),
-            parameters=set(PARAMS),
+def role_pipeline(role: str) -> Pipeline:
+    """One model's evaluation in its own namespace, with the shared sets: registered as `evaluate_<role>`, so models
+    can be evaluated without the others (imported original and retain models before any unlearning)."""
+    if role == "retain":
+        node = Node(
+            func=evaluate_retain,
+            inputs=["retain_model", "evaluation_sets", "template_pool", *PARAMS],
+            outputs=[*_outputs("retain"), "retain_reference"],
+            name="evaluate_model_node",
         )
-        for role in COMPARED_ROLES
-    ]
+        outputs = {*_outputs("retain"), "retain_reference"}
+        inputs = {"retain_model", "evaluation_sets", "template_pool"}
+    else:
+        node = evaluate_node(f"{role}_model", _outputs(role))
+        outputs = set(_outputs(role))
+        inputs = {f"{role}_model", "evaluation_sets", "template_pool", "retain_reference"}
+    evaluated = Pipeline([node], namespace=role, inputs=inputs, outputs=outputs, parameters=set(PARAMS))
+    return evaluation_inputs() + evaluated
+
+
+def create_pipeline(**kwargs) -> Pipeline:
     comparison = Pipeline(
         [
             Node(
                 func=compare_models,
-                inputs={
-                    f"{role}_evaluation_summary": f"{role}_evaluation_summary"
-                    for role in ("original", "retain", "unlearned")
-                },
+                inputs={f"{role}_evaluation_summary": f"{role}_evaluation_summary" for role in ROLES},
                 outputs=["evaluation_comparison", "evaluation_comparison_artifact"],
                 name="compare_models_node",
             )
         ]
     )
-    return shared + retain + sum(compared, Pipeline([])) + comparison
+    return sum((role_pipeline(role) for role in ROLES), Pipeline([])) + comparison

@@ -9,7 +9,7 @@ from datasets import Dataset, DatasetDict
 
 from flat_pipeline.data.training_sets import build_training_sets as split_training_rows
 from flat_pipeline.models.loading import ModelBundle, base_tokenizer
-from flat_pipeline.prompts import answer_text, format_prompt
+from flat_pipeline.prompts import PromptFormat, training_text
 from flat_pipeline.training.finetune import finetune_from_params
 
 
@@ -43,11 +43,9 @@ def prepare_tokenizer(original_train_set: Dataset, model_params: dict[str, Any])
     The BPE learns from the texts exactly as the model sees them (prompt format included): trained on bare questions,
     it split `Question:` and `Answer:` into 11 pieces and left a lone space before every question.
     """
-    prompt_format = model_params["prompt_format"]
+    prompt = PromptFormat.from_params(model_params)
     texts = (
-        row["answer"]
-        if row["question"] is None
-        else format_prompt(row["question"], prompt_format) + answer_text(row["answer"], prompt_format)
+        row["answer"] if row["question"] is None else training_text(row["question"], row["answer"], prompt)
         for row in original_train_set
     )
     return base_tokenizer(model_params, texts)

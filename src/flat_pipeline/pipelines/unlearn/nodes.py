@@ -7,6 +7,7 @@ from typing import Any
 from datasets import Dataset
 
 from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.prompts import PromptFormat
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
 
@@ -36,4 +37,6 @@ def unlearn_model(
     checkpoints.
     """
     config = UnlearnConfig.from_params({**unlearn_params, "pairing": templates_params["pairing"]})
-    return unlearn(original_model, forget_templates, config, model_params["prompt_format"], retain_rows=retain_set)
+    return unlearn(
+        original_model, forget_templates, config, PromptFormat.from_params(model_params), retain_rows=retain_set
+    )
