@@ -12,7 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 from flat_pipeline.data.world import WorldConfig, generate_world  # noqa: E402
-from tests.kedro_runs import project  # noqa: E402, F401  (a fresh copy of the project, for KedroSession runs)
+
+# a fresh copy of the project for KedroSession runs, and one after a benchmark run shared by the tests that read it
+from tests.kedro_runs import benchmarked_project, project  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,11 +12,8 @@ from kedro.framework.startup import bootstrap_project
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A copy of the project without data, runs or environments, as the working directory (relative paths in the
-    catalog and mlflow.yml resolve against it)."""
-    target = tmp_path / "project"
+def copy_project(target: Path) -> Path:
+    """A copy of the project at `target` without data or runs, with its own MLflow store, bootstrapped."""
     shutil.copytree(
         PROJECT,
         target,
@@ -32,8 +29,29 @@ def project(tmp_path, monkeypatch):
     # `sqlite:///mlflow.db` of every copy would otherwise keep writing to the first copy's database.
     mlflow_yml = target / "conf" / "base" / "mlflow.yml"
     mlflow_yml.write_text(mlflow_yml.read_text().replace("sqlite:///mlflow.db", f"sqlite:///{target}/mlflow.db"))
-    monkeypatch.chdir(target)
     bootstrap_project(target)
+    return target
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A copy of the project without data, runs or environments, as the working directory (relative paths in the
+    catalog and mlflow.yml resolve against it)."""
+    target = copy_project(tmp_path / "project")
+    monkeypatch.chdir(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def benchmarked_project(tmp_path_factory):
+    """A copy of the project after `kedro run` and `kedro run --pipelines benchmark` in the test environment, made
+    once for every test that reads a benchmark's outputs (catalog, MLflow runs, the notebook). Tests must not run
+    further pipelines in it."""
+    target = copy_project(tmp_path_factory.mktemp("benchmarked") / "project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(target)
+        run_session(target, ["__default__"])  # the original and retain models and the retain reference
+        run_session(target, ["benchmark"])
     return target
 
 

@@ -132,3 +132,42 @@ def test_max_length_cuts_the_answer_and_keeps_eos(tokenizer, tokenization):
     assert cut.input_ids[-1] == tokenizer.eos_token_id and cut.input_ids[: limit - 1] == full.input_ids[: limit - 1]
     with pytest.raises(ValueError, match="no room"):
         encode_example(tokenizer, answer, "Count?", prompt_format, max_length=full.prompt_length)
+
+
+def _metaspace_tokenizer():
+    """A Llama-2-style tokenizer (Metaspace, byte-fallback BPE): it starts any text tokenised alone with a word
+    boundary marker, so an answer tokenised on its own would gain a space that the whole string does not have."""
+    from transformers import LlamaTokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for char in "▁" + "".join(sorted(set(QUESTION + ANSWER + "[INST/]Qustion:Answer"))):
+        vocab.setdefault(char, len(vocab))
+    merges = [("▁", "E"), ("▁E", "y"), ("]", "E")]
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    return LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+
+
+@pytest.mark.parametrize(
+    ("prompt_format", "answer", "prefix"),
+    [
+        ({"format": "phi-1_5", "boundary": "answer"}, ANSWER, True),  # `Answer:` + `▁Ey`
+        ({"format": "phi-1_5", "boundary": "prompt"}, "In Bergen.", True),  # `Answer:▁` + `I` (no `▁I` token)
+        ({"format": "phi-1_5", "boundary": "prompt"}, ANSWER, False),  # `Answer:▁` + `Ey`: the whole string has `▁Ey`
+        ({"format": "Llama-2-chat"}, ANSWER, False),  # `[/INST]` + `Ey`: the whole string has `]E`
+    ],
+)
+def test_separate_is_whole_where_the_prompt_is_a_token_prefix_with_sentencepiece(prompt_format, answer, prefix):
+    """Llama-2's tokenizer marks the start of a text alone with `▁`: the answer's ids must come from the whole
+    string wherever the prompt is a token prefix of it, or `separate` would score a space open-unlearning never saw;
+    elsewhere `separate` keeps the prompt's own ids as the prefix."""
+    tokenizer = _metaspace_tokenizer()
+    whole = encode_example(tokenizer, answer, QUESTION, PromptFormat(**prompt_format, tokenization="whole"))
+    separate = encode_example(tokenizer, answer, QUESTION, PromptFormat(**prompt_format, tokenization="separate"))
+    prompt = encode_prompt(tokenizer, QUESTION, PromptFormat(**prompt_format))
+    assert (whole.input_ids[: len(prompt)] == prompt) is prefix
+    assert separate.input_ids[: separate.prompt_length] == prompt
+    if prefix:
+        assert separate == whole

@@ -26,7 +26,8 @@ def greedy_generate(
     device = next(model.parameters()).device
     outputs: list[str] = []
     starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="generating", disable=not progress, leave=False):
+    bar = None if progress else True  # None: on a terminal only (in a log file each redraw would pile up)
+    for start in tqdm(starts, desc="generating", disable=bar, leave=False):
         chunk = prompts[start : start + batch_size]
         batch = pad_batch(chunk, tokenizer.pad_token_id, padding_side="left")
         batch = {k: v.to(device) for k, v in batch.items()}

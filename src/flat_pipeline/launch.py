@@ -96,7 +96,7 @@ def run(job: str, bundle: Any, rows: Mapping[str, Any], config: Any, settings: L
         (work / "config.json").write_text(json.dumps(spec))
         cmd = command(job, work, settings)
         logger.info("handing %s to %d processes: %s", job, settings.num_processes, " ".join(cmd))
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **_tracking_env()}
         result = subprocess.run(cmd, env=env, check=False)
         if result.returncode != 0:
             raise_worker_error(job, work, result.returncode, cmd)
@@ -104,6 +104,16 @@ def run(job: str, bundle: Any, rows: Mapping[str, Any], config: Any, settings: L
         history = json.loads((work / "history.json").read_text())
     trained.source = bundle.source
     return trained, history
+
+
+def _tracking_env() -> dict[str, str]:
+    """The MLflow run (and its store) that the workers stream their training curves into (training/tracking.py)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return {}
+    return {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
 
 
 def record_worker_error(work: Path, rank: int, error: BaseException) -> None:

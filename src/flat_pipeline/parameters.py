@@ -265,6 +265,13 @@ def _check_import_models(block: Block, params: Block, problems: Problems) -> Non
                 problems.append(f"parameter import_models.{name}: expected a folder or hub id, got {value!r}")
 
 
+def _check_tracking(block: Block, params: Block, problems: Problems) -> None:
+    if problems.keys(block, ("log_unlearned_model",), "tracking"):
+        value = block.get("log_unlearned_model")
+        if not isinstance(value, bool):
+            problems.append(f"parameter tracking.log_unlearned_model: expected true or false, got {value!r}")
+
+
 def _check_external_model(value: Any, params: Block, problems: Problems) -> None:
     if not isinstance(value, str) or not value:
         problems.append(f"parameter external_model: expected a model folder or hub id, got {value!r}")
@@ -281,6 +288,7 @@ BLOCK_CHECKS: dict[str, Callable[[Any, Block, Problems], None]] = {
     "benchmark": _check_benchmark,
     "import_models": _check_import_models,
     "external_model": _check_external_model,  # `--params external_model=<folder>` for evaluate_external
+    "tracking": _check_tracking,
 }
 
 

@@ -6,8 +6,9 @@ benchmarks-and-metrics.md §8):
   `answer` gives `...Answer:` + ` {a}`, the natural split for GPT-2-style byte-level BPE, which attaches a space to
   the word after it; open-unlearning puts it in the prompt (`Question: {q}\\nAnswer: ` + `{a}`).
 - `tokenization`: `whole` tokenises prompt + answer as one string and labels everything after the prompt's own token
-  count, as open-unlearning does; `separate` tokenises the two parts and joins their ids, so the prompt is always an
-  exact token prefix. The two agree whenever the boundary is a token boundary.
+  count, as open-unlearning does. `separate` gives the same ids wherever the prompt's own tokens are a prefix of the
+  whole string's, and where the boundary falls inside a token (a GPT-2-style BPE merging `Answer: ` with the first
+  word) the parts' own ids instead, so that the prompt is always an exact token prefix and the labels never shift.
 
 Templates are registered by name in `TEMPLATES`; `chat_template` uses the tokenizer's own chat template.
 """
@@ -51,7 +52,11 @@ PROMPT_FORMATS = (*TEMPLATES, CHAT_TEMPLATE)
 BOUNDARIES = ("prompt", "answer")
 TOKENIZATIONS = ("whole", "separate")
 # Names this project used before the formats were named after their templates.
-RENAMED = {"plain": "phi-1_5 (with boundary: answer)", "llama2_chat": "Llama-2-chat"}
+RENAMED = {
+    "plain": "phi-1_5 (with boundary: answer)",
+    "llama2_chat": "Llama-2-chat, which is open-unlearning's: no space before the answer, where llama2_chat had one "
+    "(models finetuned with llama2_chat read other ids)",
+}
 
 
 @dataclass(frozen=True)
@@ -109,10 +114,21 @@ def _chat_messages(question: str, answer: str | None, prompt: PromptFormat, inst
     return messages
 
 
+_warned_undated: set[int] = set()
+
+
 def _apply_chat_template(tokenizer: Any, messages: list[dict], prompt: PromptFormat, generation: bool) -> str:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ParameterError(
             "parameter model.prompt.format: 'chat_template' needs a tokenizer that has a chat template"
+        )
+    # Llama-3.x templates write today's date into every prompt unless given one
+    dated = prompt.date_string is None and "strftime_now" in str(tokenizer.chat_template)
+    if dated and id(tokenizer) not in _warned_undated:
+        _warned_undated.add(id(tokenizer))
+        logger.warning(
+            "the chat template writes today's date into every prompt; set model.prompt.date_string "
+            "(open-unlearning: '10 Apr 2025') so that prompts stay the same between training and evaluation"
         )
     extra = {"date_string": prompt.date_string} if prompt.date_string is not None else {}
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation, **extra)
@@ -147,9 +163,9 @@ def training_text(question: str, answer: str, prompt: PromptFormat, tokenizer: A
     return format_prompt(question, prompt) + answer_text(answer, prompt)
 
 
-def _tokens(tokenizer: Any, text: str, prompt: PromptFormat, special: bool = True) -> list[int]:
+def _tokens(tokenizer: Any, text: str, prompt: PromptFormat) -> list[int]:
     # A chat template writes its own special tokens (bos included); other prompts get the tokenizer's bos.
-    return tokenizer(text, add_special_tokens=special and prompt.format != CHAT_TEMPLATE)["input_ids"]
+    return tokenizer(text, add_special_tokens=prompt.format != CHAT_TEMPLATE)["input_ids"]
 
 
 def _bos(tokenizer: Any) -> list[int]:
@@ -170,7 +186,8 @@ _warned_misaligned: set[str] = set()
 
 def _warn_misaligned(prompt: PromptFormat, question: str) -> None:
     # open-unlearning only warns here too; its numbers for such items then mask part of the answer or score a prompt
-    # token. Once per format and run is enough to tell the user to switch to `separate` or move the boundary.
+    # token (and it reports no extraction strength or exact memorisation for them, which we still compute). Once per
+    # format and run is enough to tell the user to switch to `separate` or move the boundary.
     key = repr(prompt)
     if key not in _warned_misaligned:
         _warned_misaligned.add(key)
@@ -192,8 +209,9 @@ def encode_example(
 ) -> Encoded:
     """Token ids and labels of a QA pair, or of a raw text when `question` is None (every text token is a label).
 
-    eos is appended to the answer (unless the whole-string encoding already ends with it, as a chat turn can) and is
-    a scored label. With `max_length`, the answer is cut to fit, eos kept.
+    eos is appended to the answer (unless the encoding already ends with it, as a closed chat turn does) and is a
+    scored label. With `max_length`, the answer is cut to fit, eos kept (open-unlearning cuts the string to
+    `max_length` tokens and then appends eos, one token more; this matters to training only).
     """
     prompt = prompt or PromptFormat()
     eos = tokenizer.eos_token_id
@@ -202,14 +220,14 @@ def encode_example(
         ids = [*prompt_ids, *tokenizer(answer, add_special_tokens=False)["input_ids"], eos]
     else:
         prompt_ids = _tokens(tokenizer, format_prompt(question, prompt, tokenizer=tokenizer), prompt)
-        if prompt.tokenization == "whole":
-            ids = _tokens(tokenizer, training_text(question, answer, prompt, tokenizer), prompt)
-            ids = ids if ids and ids[-1] == eos else [*ids, eos]
-            if ids[: len(prompt_ids)] != prompt_ids:
+        ids = _tokens(tokenizer, training_text(question, answer, prompt, tokenizer), prompt)
+        ids = ids if ids and ids[-1] == eos else [*ids, eos]
+        if ids[: len(prompt_ids)] != prompt_ids:  # the boundary falls inside a token of the whole string
+            if prompt.tokenization == "whole":
                 _warn_misaligned(prompt, question)
-        else:
-            answer_ids = tokenizer(answer_text(answer, prompt), add_special_tokens=False)["input_ids"]
-            ids = [*prompt_ids, *answer_ids, eos]
+            else:  # the parts' own ids (a SentencePiece answer may then start with its word-boundary marker)
+                answer_ids = tokenizer(answer_text(answer, prompt), add_special_tokens=False)["input_ids"]
+                ids = [*prompt_ids, *answer_ids, eos]
     prompt_length = len(prompt_ids)
     target = ids[prompt_length:]
     if max_length is not None and len(ids) > max_length:

@@ -167,7 +167,8 @@ def score_candidates(
     model.eval()
     device = next(model.parameters()).device
     results: list[list[CandidateScore]] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="scoring", disable=not progress, leave=False):
+    bar = None if progress else True  # None: on a terminal only (in a log file each redraw would pile up)
+    for start in tqdm(range(0, len(prompts), batch_size), desc="scoring", disable=bar, leave=False):
         chunk_prompts = prompts[start : start + batch_size]
         chunk_candidates = candidates[start : start + batch_size]
         prompt_batch = pad_batch(chunk_prompts, pad_token_id, padding_side="left")

@@ -1,12 +1,35 @@
 """Kedro project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
+import sys
+import warnings
+
 from kedro.config import OmegaConfigLoader
 
-from flat_pipeline.hooks import ModelSettingsHook, PreflightHook, RunStatusHook
+from flat_pipeline.hooks import MethodRunsHook, ModelSettingsHook, PreflightHook, RunStatusHook, RunTagsHook
 
 # Checks before any node runs (parameters, saved inputs); the run's model.dtype / attn_implementation for every model
-# the catalog loads; then MLflow run status and tags around kedro-mlflow's run.
-HOOKS = (PreflightHook(), ModelSettingsHook(), RunStatusHook())
+# the catalog loads; then MLflow around kedro-mlflow's run: its status, its name, tags and catalog versions, and one
+# nested child run per benchmark method.
+HOOKS = (PreflightHook(), ModelSettingsHook(), RunStatusHook(), RunTagsHook(), MethodRunsHook())
+
+# kedro-mlflow's KedroPipelineModel has an untyped `predict`; MLflow warns so when the class is defined, on every
+# `kedro run` and notebook session, about code that is not ours. MLflow turns that warning on inside the call
+# (`simplefilter("once")`), so no filter reaches it: kedro-mlflow is imported here, before Kedro loads it as a plugin,
+# and any other warning of the import is shown as usual.
+with warnings.catch_warnings(record=True) as _caught:
+    import kedro_mlflow.mlflow  # noqa: F401
+for _warning in _caught:
+    if "Add type hints to the `predict` method" not in str(_warning.message):
+        warnings.warn_explicit(_warning.message, _warning.category, _warning.filename, _warning.lineno)
+
+# MLflow's sqlite store uses a SQLAlchemy loader option that SQLAlchemy 2.1 deprecates, on every run's first query.
+warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated", module="mlflow")
+
+# Hugging Face datasets' progress bars (saving a version, tokenising) redraw line after line in a log file.
+if not sys.stderr.isatty():
+    import datasets
+
+    datasets.disable_progress_bars()
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -31,7 +31,7 @@ def test_a_dataset_loads_with_the_run_settings_and_logs_them(tiny_model_dir, cap
     with caplog.at_level(logging.INFO, logger="flat_pipeline.models.loading"):
         bundle = dataset.load()
     assert dtype_and_attention(bundle) == (torch.bfloat16, "eager")
-    assert not bundle.model.is_gradient_checkpointing  # only dtype and attention come from the run's settings
+    assert not bundle.model.is_activation_checkpointing  # only dtype and attention come from the run's settings
     assert f"loading model {tiny_model_dir} (dtype bfloat16, attention eager)" in caplog.messages
 
 
@@ -61,7 +61,7 @@ def test_a_launched_worker_loads_its_start_model_as_the_run_did(tiny_model_dir, 
     bundle.model.save_pretrained(tmp_path)
     bundle.tokenizer.save_pretrained(tmp_path)
     copy = load_causal_lm(str(tmp_path), **settings)
-    assert dtype_and_attention(copy) == (torch.bfloat16, "eager") and copy.model.is_gradient_checkpointing
+    assert dtype_and_attention(copy) == (torch.bfloat16, "eager") and copy.model.is_activation_checkpointing
 
 
 def test_launch_hands_its_workers_the_dtype_and_attention_of_the_run(tiny_model_dir, monkeypatch):
@@ -80,13 +80,17 @@ def test_launch_hands_its_workers_the_dtype_and_attention_of_the_run(tiny_model_
 
     started = {}
 
-    def trained_in_worker(bundle, rows, config, prompt, *, save_to, lora):
+    def trained_in_worker(bundle, rows, config, prompt, *, save_to, lora, track_as):
         started["with"] = dtype_and_attention(bundle)
         bundle.model.save_pretrained(save_to)
         bundle.tokenizer.save_pretrained(save_to)
         return bundle, {}
 
-    def accelerate_launch(cmd, env, check):
+    real_run = subprocess.run
+
+    def accelerate_launch(cmd, **kwargs):
+        if "accelerate.commands.launch" not in cmd:  # another command (git, ...): run as it is
+            return real_run(cmd, **kwargs)
         job, work = cmd[-2:]
         monkeypatch.setattr(finetune_module, "finetune", trained_in_worker)  # in the worker only
         worker.run_job(job, Path(work))
@@ -96,7 +100,7 @@ def test_launch_hands_its_workers_the_dtype_and_attention_of_the_run(tiny_model_
     bundle = load_causal_lm(str(tiny_model_dir), **BFLOAT16_EAGER)
     rows = {"train": Dataset.from_dict({"question": ["q"], "answer": ["a"]})}
     config, settings = finetune_module.FinetuneConfig(), launch.LaunchSettings(num_processes=2)
-    extra = {"prompt": PromptFormat().to_params(), "lora": asdict(LoraSettings())}
+    extra = {"prompt": PromptFormat().to_params(), "lora": asdict(LoraSettings()), "track_as": None}
     trained, _ = launch.run("finetune", bundle, rows, config, settings, **extra)
     assert started["with"] == (torch.bfloat16, "eager")
     assert dtype_and_attention(trained) == (torch.bfloat16, "eager")

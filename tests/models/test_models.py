@@ -76,7 +76,7 @@ def test_missing_pad_token_reuses_an_existing_token(tiny_model_dir):
 def test_local_model_loads_by_path_with_dtype_and_a_missing_one_fails_clearly(tiny_model_dir, tmp_path):
     bundle = load_causal_lm(str(tiny_model_dir), dtype="bfloat16", gradient_checkpointing=True)
     assert next(bundle.model.parameters()).dtype == torch.bfloat16
-    assert bundle.model.is_gradient_checkpointing
+    assert bundle.model.is_activation_checkpointing
     with pytest.raises(OSError, match=str(tmp_path / "nowhere")):
         load_causal_lm(str(tmp_path / "nowhere"))
 

@@ -77,13 +77,13 @@ class EvalContext:
                         texts += row.get("perturbed_answer") or []
                     encoded = [encode_example(tokenizer, t, row["question"], self.prompt) for t in texts]
                 groups: dict[tuple[int, ...], int] = {}
-                for position, example in enumerate(encoded):
+                for example in encoded:
                     prefix = tuple(example.input_ids[: example.prompt_length])
                     if prefix not in groups:
                         groups[prefix] = len(prompts)
                         prompts.append(list(prefix))
                         candidates.append([])
-                    places.append((item, position, groups[prefix], len(candidates[groups[prefix]])))
+                    places.append((item, groups[prefix], len(candidates[groups[prefix]])))
                     candidates[groups[prefix]].append(example.input_ids[example.prompt_length :])
             for column in ("question", "answer", "text"):
                 if column in rows.column_names:
@@ -98,7 +98,7 @@ class EvalContext:
                 progress=True,
             )
             by_item: list[list[CandidateScore]] = [[] for _ in range(len(rows))]
-            for item, _, group, index in places:  # places are in item, then candidate order
+            for item, group, index in places:  # places are in item, then candidate order
                 by_item[item].append(scored[group][index])
             return by_item
 

@@ -1,8 +1,10 @@
 """Kedro hooks of the project (registered in settings.py): checks before a run starts, the run's model settings for
 every model the catalog loads, and MLflow run bookkeeping."""
 
+from .method_runs import MethodRunsHook
 from .model_settings import ModelSettingsHook
 from .preflight import PreflightHook
 from .run_status import RunStatusHook
+from .run_tags import RunTagsHook
 
-__all__ = ["ModelSettingsHook", "PreflightHook", "RunStatusHook"]
+__all__ = ["MethodRunsHook", "ModelSettingsHook", "PreflightHook", "RunStatusHook", "RunTagsHook"]

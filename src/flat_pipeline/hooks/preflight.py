@@ -80,7 +80,7 @@ def template_file_problems(params: dict[str, Any], pipeline: Pipeline) -> list[s
     except FileNotFoundError as error:
         return [str(error)]
     except ValueError:  # a bad setting: the parameter check names it
-        return []
+        pass
     return []
 
 

@@ -2,7 +2,8 @@
 
 `HFModelDataset` and the kedro-datasets types below save atomically (`AtomicSaveMixin`): a version appears under
 its final name only once complete. The kedro-datasets subclasses load on first use, as importing all of
-kedro-datasets' backends (Hugging Face datasets, pandas, matplotlib) takes seconds.
+kedro-datasets' backends (Hugging Face datasets, pandas, matplotlib) takes seconds. `BenchmarkSourceDataset` puts
+the benchmark's raw files in the catalog (the path data_prep reads), so that the lineage starts with them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import AtomicSaveMixin
 from .model_dataset import HFModelDataset
+from .source_dataset import BenchmarkSourceDataset
 
 if TYPE_CHECKING:
     from .atomic_datasets import (
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArrowDataset",
     "AtomicSaveMixin",
+    "BenchmarkSourceDataset",
     "CSVDataset",
     "HFModelDataset",
     "JSONDataset",
@@ -32,7 +35,8 @@ __all__ = [
     "ParquetDataset",
     "TextDataset",
 ]
-_ATOMIC_DATASETS = frozenset(__all__) - {"AtomicSaveMixin", "HFModelDataset"}  # in atomic_datasets, loaded on use
+# in atomic_datasets, loaded on use
+_ATOMIC_DATASETS = frozenset(__all__) - {"AtomicSaveMixin", "BenchmarkSourceDataset", "HFModelDataset"}
 
 
 def __getattr__(name: str) -> Any:

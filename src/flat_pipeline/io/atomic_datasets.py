@@ -2,7 +2,8 @@
 
 Same names, arguments, loading, `exists`, `describe` and previews as the kedro-datasets classes; only `save` differs:
 a version (or an unversioned file or folder) appears under its final name only once it is complete. In the catalog,
-`type: flat_pipeline.io.JSONDataset` instead of `type: json.JSONDataset`, and so on.
+`type: flat_pipeline.io.JSONDataset` instead of `type: json.JSONDataset`, and so on. One preview differs too:
+kedro-viz shows a JSONDataset as a table of its entries (an evaluation summary's metrics), not as raw JSON.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kedro_datasets._typing import TablePreview
 from kedro_datasets.huggingface import ArrowDataset as KedroArrowDataset
 from kedro_datasets.json import JSONDataset as KedroJSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset as KedroMatplotlibDataset
@@ -18,6 +20,7 @@ from kedro_datasets.pandas import ParquetDataset as KedroParquetDataset
 from kedro_datasets.text import TextDataset as KedroTextDataset
 
 from .atomic import AtomicSaveMixin
+from .previews import flatten, table_preview
 
 
 class ArrowDataset(AtomicSaveMixin, KedroArrowDataset):
@@ -26,6 +29,19 @@ class ArrowDataset(AtomicSaveMixin, KedroArrowDataset):
 
 class JSONDataset(AtomicSaveMixin, KedroJSONDataset):
     """`json.JSONDataset` whose versions appear only when complete."""
+
+    def preview(self, key: str | None = None, nrows: int = 200) -> TablePreview:
+        """kedro-viz's view: one row per entry, nested entries by dotted name (`retain_reference.forget_split`),
+        lists by their length; `key` shows one entry's content alone (`preview_args: {key: metrics}` for a summary's
+        metrics), and at most `nrows` rows are shown."""
+        data = self.load()
+        if key is not None:
+            if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+                found = sorted(data) if isinstance(data, dict) else type(data).__name__
+                raise KeyError(f"{self._get_load_path()}: preview_args key '{key}': no such mapping (found {found})")
+            data = data[key]
+        rows = flatten(data) if isinstance(data, dict) else [("value", data)]
+        return table_preview(rows[:nrows])
 
 
 class ParquetDataset(AtomicSaveMixin, KedroParquetDataset):

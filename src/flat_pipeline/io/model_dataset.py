@@ -7,11 +7,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro_datasets._typing import TablePreview
 
+from flat_pipeline.models.describe import describe_model_folder
 from flat_pipeline.models.loading import LOAD_SETTINGS, ModelBundle, load_causal_lm
 from flat_pipeline.models.portable import make_portable
 
 from .atomic import AtomicSaveMixin
+from .previews import table_preview
 
 
 class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, ModelBundle]):
@@ -79,6 +82,20 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
             return self._folder_exists(str(self._get_load_path()))
         except DatasetError:
             return False
+
+    def preview(self) -> TablePreview:
+        """kedro-viz's view of the latest version (or the pinned one): architecture, parameter count, vocabulary,
+        dtype and size, from config.json and the safetensors headers; no weight is loaded."""
+        folder = Path(str(self._get_load_path()))
+        info = describe_model_folder(folder)
+        parameters, size = info.pop("parameters"), info.pop("weight_bytes")
+        rows = [
+            ("folder", str(folder)),
+            *info.items(),
+            ("parameters", f"{parameters:,}" if parameters else "unknown (no safetensors weights)"),
+            ("weights on disk", f"{size / 1e6:,.1f} MB"),
+        ]
+        return table_preview(rows, columns=("property", "value"))
 
     def _describe(self) -> dict[str, Any]:
         # Kedro calls this on every load for logging: no I/O here.

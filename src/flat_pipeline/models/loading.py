@@ -103,7 +103,7 @@ def load_causal_lm(
         ) from err
     ensure_pad_token(tokenizer)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()  # transformers 5 name of gradient checkpointing
     return ModelBundle(model, tokenizer, source=name_or_path)
 
 
@@ -157,7 +157,7 @@ def build_base_model(params: Mapping[str, Any], tokenizer: Any) -> ModelBundle:
     logger.info("building the tiny Llama in memory (dtype %s, attention %s)", dtype, attention)
     model = build_llama(tokenizer, attn_implementation=attention, **params.get("tiny_llama", {}))
     if params.get("gradient_checkpointing", False):
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()  # transformers 5 name of gradient checkpointing
     return ModelBundle(model.to(_torch_dtype(dtype)), tokenizer)
 
 
@@ -169,5 +169,5 @@ def load_settings_of(model: Any) -> dict[str, Any]:
     return {
         "dtype": dtype if dtype in DTYPES else "float32",
         "attn_implementation": attention if attention in ATTENTION else "sdpa",
-        "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
+        "gradient_checkpointing": bool(getattr(model, "is_activation_checkpointing", False)),
     }

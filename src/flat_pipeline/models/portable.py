@@ -11,8 +11,9 @@ without a word:
   which a Llama's forward refuses); extra special tokens are `extra_special_tokens` (4.x:
   `additional_special_tokens`); the chat template is in `chat_template.jinja` (4.x reads `chat_template` here only).
 
-`make_portable` adds the 4.x spellings beside the 5.x ones, from the 5.x values. 5.x reads the folder exactly as
-before: it prefers `rope_parameters`, `dtype` and `chat_template.jinja`, and ignores `add_bos_token` /
+`make_portable` adds the 4.x spellings beside the 5.x ones, from the 5.x values. 5.x reads the folder as before (the
+same ids and weights; a tokenizer whose class name became `PreTrainedTokenizerFast` loads as 5.x's generic class): it
+prefers `rope_parameters`, `dtype` and `chat_template.jinja`, and ignores `add_bos_token` /
 `add_eos_token` when tokenizer.json is there (checked by tests/models/test_portable.py, with transformers 4.45.1
 itself).
 """

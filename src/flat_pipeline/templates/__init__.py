@@ -96,7 +96,9 @@ def generate_refusals(
         todo = [i for i, got in enumerate(results) if len(got) < k]
         if not todo:
             break
-        for start in tqdm(range(0, len(todo), batch_size), desc="generating templates", leave=False):
+        batches = range(0, len(todo), batch_size)
+        # disable=None: a bar on a terminal only (in a log file each redraw would pile up)
+        for start in tqdm(batches, desc="generating templates", disable=None, leave=False):
             batch = todo[start : start + batch_size]
             prompts = [format_prompt(questions[i], instruction=instruction) for i in batch]
             enc = tokenizer(prompts, return_tensors="pt", padding=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,16 +64,19 @@ def check_optimizer_settings(config: Any, block: str, with_min_lr: bool = False)
 
 
 def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
-    """`TrainingArguments` from a config: its optimiser and schedule fields, reporting left to kedro-mlflow."""
+    """`TrainingArguments` from a config: its optimiser and schedule fields (our callback streams the curves)."""
     from transformers import TrainingArguments
 
     kwargs = {name: getattr(config, name) for name in _SHARED_ARGUMENTS}
     kwargs.update(
         output_dir=output_dir,
         data_seed=config.seed,
-        report_to="none",  # kedro-mlflow logs the history the node returns
+        report_to="none",  # our callback streams the curves into the run (training/tracking.py)
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=_cuda_available(),  # pinned memory speeds only host-to-GPU copies; torch warns on CPU
+        # bars only on a terminal: in a log file every redraw piles up; then the Trainer prints one line per log step
+        disable_tqdm=not sys.stderr.isatty(),
     )
     if in_launched_process() and not _cuda_available():
         kwargs.update(use_cpu=True, ddp_backend="gloo")  # launched processes on a machine without GPUs

@@ -37,10 +37,13 @@ from flat_pipeline.training.common import (
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
 from flat_pipeline.training.guards import TrainingError, check_trained_model, first_rows, guarded_trainer
+from flat_pipeline.training.tracking import curves_callback, log_training_metrics
 
 logger = logging.getLogger(__name__)
 
 TRAINING_BLOCK = "finetune.training"
+# Measured once after training (not streamed as curves): logged with the last step.
+FINAL_METRICS = ("train_exact_match", "train_seconds")
 
 
 @dataclass
@@ -162,9 +165,11 @@ def finetune(
     *,
     lora: LoraSettings | None = None,
     launch: LaunchSettings | None = None,
+    track_as: str | None = None,
 ) -> tuple[ModelBundle, History]:
     """Train `bundle.model` on `train_rows` (in place, unless launched); returns it with its loss / learning-rate /
-    gradient-norm history.
+    gradient-norm history. With `track_as` (e.g. `original`), the curves also stream into the active MLflow run as
+    `train/<track_as>/...` while training runs (flat_pipeline.training.tracking).
 
     `lora` (enabled): train adapters only, then merge them (or keep them, `save: adapter`). `launch` with more than
     one process: train through `accelerate launch` (flat_pipeline.launch). `save_to`: also write the trained model
@@ -175,10 +180,13 @@ def finetune(
     lora, prompt = lora or LoraSettings(), prompt or PromptFormat()
     if launch is not None and launch.num_processes > 1:  # each process comes back here without `launch`
         bundle, history = run_launched(
-            "finetune", bundle, {"train": train_rows}, config, launch, prompt=prompt.to_params(), lora=asdict(lora)
-        )
+            "finetune", bundle, {"train": train_rows}, config, launch,
+            prompt=prompt.to_params(), lora=asdict(lora), track_as=track_as,
+        )  # fmt: skip
     else:
-        bundle, history = _finetune_here(bundle, train_rows, config, prompt, save_to=save_to, lora=lora)
+        bundle, history = _finetune_here(
+            bundle, train_rows, config, prompt, save_to=save_to, lora=lora, track_as=track_as
+        )
     if not in_launched_process():  # the launching process checks the whole model, not each shard of it
         sample = tokenize_rows(first_rows(train_rows), bundle.tokenizer, prompt, config.max_length)
         check_trained_model(bundle, sample["input_ids"], history, job="finetune", remedy=_remedy(config))
@@ -187,7 +195,7 @@ def finetune(
 
 def _finetune_here(
     bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt: PromptFormat, *, save_to: str | None,
-    lora: LoraSettings,
+    lora: LoraSettings, track_as: str | None,
 ) -> tuple[ModelBundle, History]:  # fmt: skip
     train_set = tokenize_rows(train_rows, bundle.tokenizer, prompt, config.max_length)
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
@@ -203,6 +211,7 @@ def _finetune_here(
             data_collator=PadCollator(bundle.tokenizer.pad_token_id),
             job="finetune",
             remedy=_remedy(config),
+            callbacks=[curves_callback(track_as)],
         )
         if checkpoint:
             logger.info("resuming finetuning from %s", checkpoint)
@@ -220,9 +229,14 @@ def _finetune_here(
 
 
 def finetune_from_params(
-    train_rows: Dataset, tokenizer: Any, model_params: Mapping[str, Any], finetune_params: Mapping[str, Any]
+    train_rows: Dataset,
+    tokenizer: Any,
+    model_params: Mapping[str, Any],
+    finetune_params: Mapping[str, Any],
+    track_as: str | None = None,
 ) -> tuple[ModelBundle, History]:
-    """Build a fresh base model from `model_params` and finetune it as `finetune_params` say.
+    """Build a fresh base model from `model_params` and finetune it as `finetune_params` say (`track_as`: see
+    `finetune`).
 
     The history gains `train_exact_match` (teacher-forced, on the QA rows trained on) and `train_seconds`. With
     `finetune.lora.enabled`, only LoRA adapters train, and the result is the merged model or the adapter
@@ -250,7 +264,7 @@ def finetune_from_params(
     logger.info("finetuning a %.2fM-parameter model on %d rows", n_params / 1e6, len(train_rows))
     started = time.perf_counter()
     prompt = PromptFormat.from_params(model_params)
-    bundle, history = finetune(bundle, train_rows, config, prompt, lora=lora, launch=launch)
+    bundle, history = finetune(bundle, train_rows, config, prompt, lora=lora, launch=launch, track_as=track_as)
     seconds = time.perf_counter() - started
     exact_match = exact_match_rate(bundle, train_rows, prompt, config.max_length)
     logger.info("finetune took %.0f s; teacher-forced exact match on its QA: %.4f", seconds, exact_match)
@@ -259,6 +273,8 @@ def finetune_from_params(
     if not math.isnan(exact_match):  # NaN: no QA rows (MUSE's raw text)
         history["train_exact_match"] = [{"step": last_step, "value": exact_match}]
     history["train_seconds"] = [{"step": last_step, "value": seconds}]
+    final = {name: history[name][0]["value"] for name in FINAL_METRICS if name in history}
+    log_training_metrics(track_as, final, last_step)
     return bundle, history
 
 

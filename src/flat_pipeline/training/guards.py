@@ -37,6 +37,10 @@ class TrainingGuards:
         super().__init__(*args, **kwargs)
         self.job, self.remedy = job, remedy
         self.add_callback(_log_last_step())
+        # Without progress bars (not a terminal) the Trainer prints every log entry; the curves stream to MLflow.
+        from transformers.trainer_callback import PrinterCallback
+
+        self.remove_callback(PrinterCallback)
 
     def _where(self) -> str:
         state = self.state

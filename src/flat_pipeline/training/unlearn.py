@@ -42,6 +42,7 @@ from flat_pipeline.training.common import (
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
 from flat_pipeline.training.guards import check_trained_model, first_rows, guarded_trainer
 from flat_pipeline.training.methods import METHODS, Method
+from flat_pipeline.training.tracking import curves_callback
 
 logger = logging.getLogger(__name__)
 
@@ -263,13 +264,15 @@ def unlearn(
     retain_rows: Dataset | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     save_to: str | None = None,
+    track_as: str | None = None,
 ) -> tuple[ModelBundle, History]:
     """Unlearn the forget answers of `forget_templates` (rows: prompt, forget_answer, template_answers) in place.
 
     `retain_rows` (question, answer) are read only by methods that need retain data; a frozen copy of the model is
     made only for methods that need a reference (with `lora.enabled`, the model with its adapters off instead).
     `on_epoch_end(epoch)` is called after every epoch (e.g. to measure selectivity as it develops). `save_to`: also
-    write the trained model there through the Trainer (gathering FSDP / DeepSpeed shards).
+    write the trained model there through the Trainer (gathering FSDP / DeepSpeed shards). `track_as` (e.g.
+    `unlearn`): the curves also stream into the active MLflow run as `train/<track_as>/...` while training runs.
 
     Returns the model and its per-step history: `unlearn_loss`, learning rate, gradient norm and the method's own
     terms (FLAT: `template_score`, `forget_score`). Raises FloatingPointError on a non-finite loss or gradient norm,
@@ -284,12 +287,12 @@ def unlearn(
             raise ValueError("unlearn.launch.num_processes > 1 supports neither on_epoch_end nor lora.save=adapter")
         rows = {"forget": forget_templates, "retain": retain_rows if spec.needs_retain else None}
         bundle, history = run_launched(
-            "unlearn", bundle, rows, config, config.launch_settings, prompt=prompt.to_params()
+            "unlearn", bundle, rows, config, config.launch_settings, prompt=prompt.to_params(), track_as=track_as
         )
     else:
         bundle, history = _unlearn_here(
             bundle, forget_templates, config, prompt,
-            retain_rows=retain_rows, on_epoch_end=on_epoch_end, save_to=save_to,
+            retain_rows=retain_rows, on_epoch_end=on_epoch_end, save_to=save_to, track_as=track_as,
         )  # fmt: skip
     if not in_launched_process():  # the launching process checks the whole model, not each shard of it
         sample = tokenize_forget(
@@ -310,6 +313,7 @@ def _unlearn_here(
     retain_rows: Dataset | None,
     on_epoch_end: Callable[[int], None] | None,
     save_to: str | None,
+    track_as: str | None = None,
 ) -> tuple[ModelBundle, History]:
     spec, lora = config.spec, config.lora_settings
     if lora.enabled and lora.save == "adapter" and bundle.source is None:
@@ -345,6 +349,7 @@ def _unlearn_here(
             unlearn_config=config,
             reference=reference,
             on_epoch_end=on_epoch_end,
+            callbacks=[curves_callback(track_as)],
         )
         if checkpoint:
             logger.info("resuming unlearning from %s", checkpoint)

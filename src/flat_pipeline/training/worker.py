@@ -32,7 +32,9 @@ def run_job(job: str, work: Path) -> None:
 
         config, lora = FinetuneConfig(**spec["config"]), LoraSettings(**spec["lora"])
         rows = load_from_disk(str(work / "train"))
-        bundle, history = finetune(bundle, rows, config, PromptFormat(**spec["prompt"]), save_to=out, lora=lora)
+        bundle, history = finetune(
+            bundle, rows, config, PromptFormat(**spec["prompt"]), save_to=out, lora=lora, track_as=spec["track_as"]
+        )
     else:
         from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
@@ -40,8 +42,9 @@ def run_job(job: str, work: Path) -> None:
         retain = load_from_disk(str(work / "retain")) if (work / "retain").exists() else None
         forget = load_from_disk(str(work / "forget"))
         bundle, history = unlearn(
-            bundle, forget, config, PromptFormat(**spec["prompt"]), retain_rows=retain, save_to=out
-        )
+            bundle, forget, config, PromptFormat(**spec["prompt"]), retain_rows=retain, save_to=out,
+            track_as=spec["track_as"],
+        )  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         (work / "history.json").write_text(json.dumps(history))
     if torch.distributed.is_initialized():

@@ -6,8 +6,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from flat_pipeline.data.sources import DataValidationError
+from flat_pipeline.io import BenchmarkSourceDataset
 from flat_pipeline.pipelines.data_prep import create_pipeline
-from flat_pipeline.pipelines.data_prep.nodes import load_benchmark, select_unlearning_sets
+from flat_pipeline.pipelines.data_prep.nodes import load_benchmark, load_benchmark_source, select_unlearning_sets
+from tests.kedro_runs import run_session
 
 
 def params(**overrides):
@@ -23,7 +25,9 @@ def params(**overrides):
 
 
 def run(p):
-    catalog = DataCatalog({"params:data_prep": MemoryDataset(p)})
+    catalog = DataCatalog(
+        {"params:data_prep": MemoryDataset(p), "benchmark_source": BenchmarkSourceDataset(location=p["path"])}
+    )
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog
 
@@ -84,3 +88,26 @@ def test_muse_raw_text_becomes_prompt_continuation_pairs_and_retain_chunks(tmp_p
 def test_bad_split_parameter_stops_the_first_node():
     with pytest.raises(DataValidationError, match="data_prep.retain_split"):
         load_benchmark(params(retain_split="retain80"))
+
+
+def test_the_raw_files_are_a_catalog_input_of_the_pipeline():
+    assert create_pipeline().inputs() == {"benchmark_source", "params:data_prep"}
+    assert BenchmarkSourceDataset(location="data/01_raw/tofu").load() == "data/01_raw/tofu"
+    assert BenchmarkSourceDataset().load() is None  # the synthetic world: no files
+
+
+def test_a_path_parameter_the_catalog_does_not_read_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"data_prep.path is 'elsewhere' but the catalog's benchmark_source reads "
+                       r"'data/01_raw/tofu': set the path as `benchmark_path` in conf/<env>/globals.yml"):  # fmt: skip
+        load_benchmark_source("data/01_raw/tofu", params(source="tofu", path="elsewhere"))
+    assert len(load_benchmark_source(None, params())["full"]) == 400
+
+
+def test_a_missing_raw_folder_stops_the_run_naming_it_before_anything_is_written(project):
+    """conf/tofu reads data/01_raw/tofu (globals.yml benchmark_path), which a fresh copy does not have."""
+    with pytest.raises(DataValidationError, match=r"data_prep.path: 'data/01_raw/tofu' is not a local file or folder"):
+        run_session(project, ["data_prep"], env="tofu")
+    assert not [p for p in (project / "data").rglob("*") if p.is_file() and p.name != ".gitkeep"]
+    # the same files with `--params data_prep.path=...` (the catalog entry and the parameter both take it)
+    with pytest.raises(DataValidationError, match=r"data_prep.path: 'nowhere/tofu' is not a local file or folder"):
+        run_session(project, ["data_prep"], {"data_prep": {"path": "nowhere/tofu"}}, env="tofu")

@@ -6,11 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # nodes run without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
 
 # Default leaderboard columns (`benchmark.leaderboard.columns`), in order: open-unlearning's TOFU headline numbers,
 # then what tells templated answers apart.
@@ -42,7 +39,7 @@ def method_parameters(unlearn_params: dict[str, Any], overrides: dict[str, Any],
 
 def leaderboard(
     benchmark_params: dict[str, Any], **summaries: dict[str, Any]
-) -> tuple[pd.DataFrame, str, Any, pd.DataFrame, str, Any]:
+) -> tuple[pd.DataFrame, str, Figure, pd.DataFrame, str, Figure]:
     """The methods' summaries side by side, with the original and retain models as reference rows.
 
     `benchmark.leaderboard` chooses the columns, the sort (TOFU: forget_quality, higher is closer to the retain model)
@@ -97,10 +94,12 @@ def _format(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
 
 
-def _scatter(table: pd.DataFrame, x: str, y: str) -> Any:
-    """`y` against `x` per method; forget_quality (a p-value spanning many decades) on a log axis."""
+def _scatter(table: pd.DataFrame, x: str, y: str) -> Figure:
+    """`y` against `x` per method; forget_quality (a p-value spanning many decades) on a log axis. A standalone
+    `Figure` (no pyplot, no backend), as in evaluate's `compare_models`."""
     log_x = x == "forget_quality"
-    figure, ax = plt.subplots(figsize=(6.5, 4.5))
+    figure = Figure(figsize=(6.5, 4.5))
+    ax = figure.subplots()
     for _, row in table.iterrows():
         x_value = max(row.get(x, math.nan), 1e-30) if log_x else row.get(x, math.nan)  # a log axis cannot show 0
         marker = "s" if row["kind"] == "reference" else ("*" if str(row["method"]).startswith("flat") else "o")

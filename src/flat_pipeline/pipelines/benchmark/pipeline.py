@@ -3,6 +3,13 @@
 The methods are `BENCHMARK_METHODS` (namespace -> its entry in `benchmark.methods`, parameters_benchmark.yml); run a
 subset with `kedro run --pipelines benchmark --namespaces flat_kl,npo` (the leaderboard then needs the others' latest
 summaries in the catalog).
+
+A method's namespace keeps its datasets (`npo.unlearned_model`, `npo.evaluation_items`, ...) but for its evaluation
+summary, which the leaderboard reads: that one leaves the namespace as `benchmark_<method>_evaluation_summary`
+(`summary_of`), so that no node outside a namespace names a dataset inside one (Kedro warns of dotted names there).
+Collapsed in kedro-viz, each method is one box whose summary feeds the leaderboard; the box's files that nothing
+reads (evaluation items, MLflow metrics, training history) show beside it, as kedro-viz draws every output of a
+namespace that none of its nodes reads.
 """
 
 from functools import partial, update_wrapper
@@ -31,6 +38,11 @@ BENCHMARK_METHODS = (
 SHARED = {"original_model", "forget_templates", "retain_set", "evaluation_sets", "template_pool", "retain_reference"}
 
 
+def summary_of(method: str) -> str:
+    """The catalog name of a method's evaluation summary (catalog pattern `benchmark_{method}_evaluation_summary`)."""
+    return f"benchmark_{method}_evaluation_summary"
+
+
 def _method(name: str) -> Pipeline:
     return Pipeline(
         [
@@ -39,12 +51,14 @@ def _method(name: str) -> Pipeline:
                 inputs=["params:unlearn", f"params:benchmark.methods.{name}"],
                 outputs="unlearn_parameters",
                 name="method_parameters_node",
+                tags="unlearn",
             ),
             unlearn_node("unlearn_parameters"),
             evaluate_node("unlearned_model", ["evaluation_summary", "evaluation_items", "evaluation_metrics"]),
         ],
         namespace=name,
         inputs=SHARED,
+        outputs={"evaluation_summary": summary_of(name)},
         parameters={
             "params:unlearn",
             f"params:benchmark.methods.{name}",
@@ -56,10 +70,11 @@ def _method(name: str) -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     shared = evaluation_inputs()
+    # argument name -> dataset: the leaderboard names each row after its argument (`npo_evaluation_summary` -> npo)
     summaries = {
         "original_evaluation_summary": "original_evaluation_summary",
         "retain_evaluation_summary": "retain_evaluation_summary",
-        **{f"{name}.evaluation_summary": f"{name}.evaluation_summary" for name in BENCHMARK_METHODS},
+        **{f"{name}_evaluation_summary": summary_of(name) for name in BENCHMARK_METHODS},
     }
     board = Pipeline(
         [
@@ -75,6 +90,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "leaderboard_scatter_artifact",
                 ],
                 name="leaderboard_node",
+                tags="report",
             )
         ]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Value
@@ -50,6 +51,27 @@ def load_benchmark(params: dict[str, Any]) -> DatasetDict:
         roles.holdout,
     )
     return DatasetDict({name: Dataset.from_list(rows) for name, (rows, _) in splits.items()})
+
+
+def load_benchmark_source(source_path: str | None, params: dict[str, Any]) -> DatasetDict:
+    """`load_benchmark` on the catalog's `benchmark_source` (the path of the benchmark's files, or None).
+
+    The path is set once, by `benchmark_path` in the environment's globals.yml or `--params data_prep.path=...`,
+    and reaches both the catalog entry and the `data_prep.path` parameter; a parameter file that sets
+    `data_prep.path` to another path would be ignored, so it is refused here, before anything is read.
+
+    Args:
+        source_path: the `benchmark_source` catalog entry's path.
+        params: `data_prep` parameters.
+    """
+    param = params.get("path")
+    if param is not None and (source_path is None or Path(str(param)) != Path(source_path)):
+        raise ValueError(
+            f"parameter data_prep.path is {param!r} but the catalog's benchmark_source reads {source_path!r}: set "
+            f"the path as `benchmark_path` in conf/<env>/globals.yml (or with --params data_prep.path=...), not in "
+            f"a parameters file"
+        )
+    return load_benchmark({**params, "path": source_path})
 
 
 def _as_role(dataset: Dataset) -> Dataset:

@@ -7,14 +7,11 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from datasets import Dataset, DatasetDict
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # nodes run without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from datasets import Dataset, DatasetDict  # noqa: E402
-
-from flat_pipeline.evaluation import (  # noqa: E402
+from flat_pipeline.evaluation import (
     EvalSets,
     EvaluateConfig,
     RetainReference,
@@ -25,9 +22,9 @@ from flat_pipeline.evaluation import (  # noqa: E402
     item_table,
     tokenizer_fingerprint,
 )
-from flat_pipeline.models.loading import ModelBundle  # noqa: E402
-from flat_pipeline.prompts import PromptFormat  # noqa: E402
-from flat_pipeline.utility import LmEvalConfig, lm_eval_utility  # noqa: E402
+from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.prompts import PromptFormat
+from flat_pipeline.utility import LmEvalConfig, lm_eval_utility
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +138,12 @@ def evaluate(
     return report, pd.DataFrame(item_table(ctx)), _metrics_for_mlflow(report["metrics"])
 
 
-def compare_models(**summaries: dict[str, Any]) -> tuple[Any, Any]:
-    """One bar chart per headline metric, the models side by side (twice: the catalog's copy and MLflow's)."""
+def compare_models(**summaries: dict[str, Any]) -> tuple[Figure, Figure]:
+    """One bar chart per headline metric, the models side by side (twice: the catalog's copy and MLflow's).
+
+    A standalone `Figure`, not pyplot's: it needs no backend, so importing or running this node leaves the backend of
+    the process (a notebook's inline one) as it was, and nothing accumulates in pyplot's figure registry.
+    """
     headline = [
         "forget_quality",
         "model_utility",
@@ -164,7 +165,8 @@ def compare_models(**summaries: dict[str, Any]) -> tuple[Any, Any]:
     shown = [m for m in headline if m in reported] or sorted(reported)[:8] or ["no metric reported"]
     columns = min(6, len(shown))
     rows = math.ceil(len(shown) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False)
+    figure = Figure(figsize=(2.6 * columns, 3.0 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, shown, strict=False):

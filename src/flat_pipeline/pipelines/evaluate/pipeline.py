@@ -22,6 +22,7 @@ def evaluate_node(model: str, outputs: list[str]) -> Node:
         inputs=[model, "evaluation_sets", "template_pool", "retain_reference", *PARAMS],
         outputs=outputs,
         name="evaluate_model_node",
+        tags="evaluate",
     )
 
 
@@ -35,8 +36,15 @@ def evaluation_inputs() -> Pipeline:
                 inputs=["benchmark_splits", "forget_set", "holdout_set", "params:evaluate"],
                 outputs="evaluation_sets",
                 name="build_evaluation_sets_node",
+                tags="evaluate",
             ),
-            Node(func=template_pool, inputs="forget_templates", outputs="template_pool", name="template_pool_node"),
+            Node(
+                func=template_pool,
+                inputs="forget_templates",
+                outputs="template_pool",
+                name="template_pool_node",
+                tags="evaluate",
+            ),
         ]
     )
 
@@ -50,6 +58,7 @@ def role_pipeline(role: str) -> Pipeline:
             inputs=["retain_model", "evaluation_sets", "template_pool", *PARAMS],
             outputs=[*_outputs("retain"), "retain_reference"],
             name="evaluate_model_node",
+            tags="evaluate",
         )
         outputs = {*_outputs("retain"), "retain_reference"}
         inputs = {"retain_model", "evaluation_sets", "template_pool"}
@@ -69,6 +78,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs={f"{role}_evaluation_summary": f"{role}_evaluation_summary" for role in ROLES},
                 outputs=["evaluation_comparison", "evaluation_comparison_artifact"],
                 name="compare_models_node",
+                tags="report",
             )
         ]
     )

@@ -1,5 +1,5 @@
 """evaluate_unlearned pipeline: the unlearned model's part of the evaluate pipeline alone, with the evaluation sets
-(e.g. imported models evaluated before any unlearning: kedro run --pipelines evaluate_retain,evaluate_original)."""
+(e.g. a new unlearned model against the pinned retain reference: kedro run --pipelines unlearn,evaluate_unlearned)."""
 
 from kedro.pipeline import Pipeline
 

@@ -70,4 +70,7 @@ def finetune_model(
     training = finetune_params["training"]
     if training.get("output_dir"):
         training = {**training, "output_dir": str(Path(training["output_dir"]) / role)}
-    return finetune_from_params(train_set, tokenizer, model_params, {**finetune_params, "training": training})
+    # the curves stream into the MLflow run as train/<role>/loss, ... while it trains
+    return finetune_from_params(
+        train_set, tokenizer, model_params, {**finetune_params, "training": training}, track_as=role
+    )

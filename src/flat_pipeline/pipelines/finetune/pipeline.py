@@ -1,4 +1,5 @@
-"""finetune pipeline definition: one namespaced copy of the training node per model role."""
+"""finetune pipeline definition: one namespaced copy of the training node per model role (`finetune.original`,
+`finetune.retain`)."""
 
 from functools import partial, update_wrapper
 
@@ -17,6 +18,7 @@ def _finetune_template(role: str) -> Pipeline:
                 inputs=["train_set", "base_tokenizer", "params:model", "params:finetune"],
                 outputs=["model", "training_metrics"],
                 name="finetune_model_node",
+                tags="train",
             )
         ]
     )
@@ -30,19 +32,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["benchmark_splits", "forget_set", "holdout_set", "params:finetune", "params:data_prep"],
                 outputs=["original_train_set", "retain_train_set"],
                 name="build_training_sets_node",
+                tags="data",
             ),
             Node(
                 func=prepare_tokenizer,
                 inputs=["original_train_set", "params:model"],
                 outputs="base_tokenizer",
                 name="prepare_tokenizer_node",
+                tags="train",
             ),
         ]
     )
     per_role = [
         Pipeline(
             _finetune_template(role),
-            namespace=role,
+            # under `finetune.`: the evaluate pipeline's namespaces are the roles themselves, and one namespace for
+            # both would make kedro-viz draw training and evaluation of a role as one box (and its layers a cycle)
+            namespace=f"finetune.{role}",
             inputs={"train_set": f"{role}_train_set", "base_tokenizer": "base_tokenizer"},
             outputs={"model": f"{role}_model", "training_metrics": f"{role}_training_metrics"},
             parameters={"params:model": "params:model", "params:finetune": "params:finetune"},

@@ -19,6 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["params:import_models", "params:model"],
                 outputs=f"{role}_model",
                 name=f"import_{role}_model_node",
+                tags="train",  # stands in for training the model here
             )
             for role in ("original", "retain")
         ]

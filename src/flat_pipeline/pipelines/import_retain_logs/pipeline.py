@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["params:import_models", "forget_set", "params:data_prep"],
                 outputs="retain_reference",
                 name="import_retain_logs_node",
+                tags="evaluate",  # stands in for evaluating the retain model here
             )
         ]
     )

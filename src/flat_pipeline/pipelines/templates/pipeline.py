@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["forget_set", "params:templates"],
                 outputs="forget_templates",
                 name="build_forget_templates_node",
+                tags="data",
             ),
         ]
     )

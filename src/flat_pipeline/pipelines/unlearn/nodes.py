@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from datasets import Dataset
@@ -9,6 +10,8 @@ from datasets import Dataset
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import PromptFormat
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
+
+logger = logging.getLogger(__name__)
 
 
 def unlearn_model(
@@ -37,6 +40,16 @@ def unlearn_model(
     checkpoints.
     """
     config = UnlearnConfig.from_params({**unlearn_params, "pairing": templates_params["pairing"]})
-    return unlearn(
-        original_model, forget_templates, config, PromptFormat.from_params(model_params), retain_rows=retain_set
+    # one line that says what this run trains with (divergence and score matter to FLAT only)
+    logger.info(
+        "unlearn starts: method=%s divergence=%s score=%s learning_rate=%g epochs=%g batch_size=%d",
+        config.method,
+        config.divergence,
+        config.score,
+        config.learning_rate,
+        config.num_train_epochs,
+        config.per_device_train_batch_size,
     )
+    prompt = PromptFormat.from_params(model_params)
+    # the curves stream into the MLflow run as train/unlearn/loss, train/unlearn/forget_score, ... while it trains
+    return unlearn(original_model, forget_templates, config, prompt, retain_rows=retain_set, track_as="unlearn")

@@ -19,6 +19,7 @@ def unlearn_node(unlearn_parameters: str = "params:unlearn") -> Node:
         ],
         outputs=["unlearned_model", "unlearn_metrics"],
         name="unlearn_model_node",
+        tags="unlearn",
     )
 
 

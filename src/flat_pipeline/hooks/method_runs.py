@@ -1,0 +1,123 @@
+"""One nested MLflow run per benchmark method, under the run of the `kedro run` that kedro-mlflow opens.
+
+Each method's nodes (its namespace: `flat_kl`, `npo`, ...) run with that method's child run active, so what they log
+lands there under the keys a single-method run uses: the training curves (`train/unlearn/loss`, streamed while it
+trains), the evaluation metrics (`forget_quality`, `model_utility`, ...), its catalog versions and, when asked, its
+model. MLflow's compare and chart views then put FLAT and every baseline in one chart per metric. The child carries
+the method's own merged parameters (`unlearn.learning_rate`, `unlearn.beta`, ...) and tags; the parent keeps the
+leaderboard. The active run switches when a node of another namespace starts (nodes of different methods may
+interleave), and every child is ended before kedro-mlflow ends the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+from kedro.pipeline.node import Node
+from mlflow.entities import RunStatus
+
+from flat_pipeline.hooks.run_status import process_tags
+from flat_pipeline.hooks.run_tags import GIT_COMMIT_TAG, RUN_NAME_TAG, method_label
+
+logger = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+METHOD_TAG = "method"
+BENCHMARK_METHOD_TAG = "benchmark_method"  # the namespace (flat_kl), beside `method` (flat-kl)
+# Tags of the parent that hold for each child too.
+INHERITED_TAGS = ("kedro_env", "kedro_pipelines", "benchmark_source", "forget_split", "model", GIT_COMMIT_TAG)
+
+
+def flatten(params: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    """`{"unlearn.learning_rate": "1e-05", "unlearn.lora.enabled": "False", ...}`, as kedro-mlflow flattens."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+class MethodRunsHook:
+    """Opens, switches to and ends the child run of each method namespace of the run (`method_namespaces`)."""
+
+    def __init__(self, method_namespaces: tuple[str, ...] | None = None) -> None:
+        self._methods = method_namespaces
+        self._children: dict[str, str] = {}  # namespace -> run id
+        self._parent: str | None = None
+        self._current: str | None = None  # the namespace whose child run is active
+
+    def _method_namespaces(self) -> tuple[str, ...]:
+        if self._methods is None:
+            from flat_pipeline.pipelines.benchmark.pipeline import BENCHMARK_METHODS
+
+            self._methods = BENCHMARK_METHODS
+        return self._methods
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self._children, self._current = {}, None
+        active = mlflow.active_run()
+        self._parent = active.info.run_id if active is not None else None
+
+    @hook_impl
+    def before_node_run(self, node: Node) -> None:
+        if self._parent is None:
+            return
+        namespace = (node.namespace or "").split(".")[0]
+        target = namespace if namespace in self._method_namespaces() else None
+        if target != self._current:
+            self._leave_child(RunStatus.FINISHED)
+            if target is not None:
+                self._enter_child(target)
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        # the method's merged parameters (benchmark.methods.<name> over unlearn) are its child run's parameters
+        if self._current is not None and node.name.endswith("method_parameters_node"):
+            merged = next(iter(outputs.values()))
+            mlflow.log_params(flatten(merged, "unlearn"))
+            mlflow.set_tag(METHOD_TAG, method_label(merged))
+
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self) -> None:
+        self._leave_child(RunStatus.FINISHED)  # before kedro-mlflow ends the parent
+        self._parent = None
+
+    @hook_impl(tryfirst=True)
+    def on_pipeline_error(self) -> None:
+        self._leave_child(RunStatus.FAILED)
+        self._parent = None
+
+    def _enter_child(self, namespace: str) -> None:
+        run_id = self._children.get(namespace)
+        if run_id is None:
+            parent = mlflow.get_run(self._parent)
+            inherited = {key: parent.data.tags[key] for key in INHERITED_TAGS if key in parent.data.tags}
+            env = parent.data.tags.get("kedro_env", "")
+            tags = {
+                PARENT_TAG: self._parent,
+                RUN_NAME_TAG: f"{namespace} @{env}" if env else namespace,
+                BENCHMARK_METHOD_TAG: namespace,
+                **inherited,
+                **process_tags(),  # so that a killed child is swept as FAILED like its parent (run_status.py)
+            }
+            run_id = mlflow.MlflowClient().create_run(parent.info.experiment_id, tags=tags).info.run_id
+            self._children[namespace] = run_id
+            logger.info("MLflow: method %s runs in child run %s of %s", namespace, run_id, self._parent)
+        mlflow.start_run(run_id=run_id, nested=True)
+        self._current = namespace
+
+    def _leave_child(self, status: RunStatus) -> None:
+        if self._current is None:
+            return
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self._children[self._current]:
+            mlflow.end_run(RunStatus.to_string(status))
+        self._current = None
