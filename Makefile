@@ -46,8 +46,8 @@ test: $(STAMP) $(COMPAT_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --no-browser --host 127.0.0.1

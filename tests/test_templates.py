@@ -102,3 +102,20 @@ def test_generated_templates_sample_k_answers_per_prompt_from_a_local_model(tiny
 def test_generated_templates_need_a_model():
     with pytest.raises(ValueError, match="templates.generated.model"):
         build_template_candidates(["q"], options(source="generated"))
+
+
+def test_the_generating_model_loads_with_the_runs_dtype_and_attention(tiny_model_dir, caplog):
+    """The template pipeline hands `model.dtype` / `model.attn_implementation` to the model that writes templates."""
+    from datasets import Dataset
+
+    from flat_pipeline.pipelines.templates.nodes import build_forget_templates
+
+    settings = {"model": str(tiny_model_dir), "max_new_tokens": 4, "batch_size": 2}
+    forget = Dataset.from_dict({"question": ["Who wrote this?"], "answer": ["Nobody."]})
+    model = {"dtype": "bfloat16", "attn_implementation": "eager", "source": "pretrained"}
+    with caplog.at_level("INFO", logger="flat_pipeline.models.loading"):
+        rows = build_forget_templates(
+            forget, options(source="generated", candidates_per_item=1, generated=settings), model
+        )
+    assert len(rows) == 1
+    assert f"loading model {tiny_model_dir} (dtype bfloat16, attention eager)" in caplog.text

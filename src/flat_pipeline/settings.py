@@ -25,11 +25,14 @@ for _warning in _caught:
 # MLflow's sqlite store uses a SQLAlchemy loader option that SQLAlchemy 2.1 deprecates, on every run's first query.
 warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated", module="mlflow")
 
-# Hugging Face datasets' progress bars (saving a version, tokenising) redraw line after line in a log file.
+# Hugging Face's progress bars (saving a dataset version, tokenising, writing and loading weights) redraw line after
+# line in a log file.
 if not sys.stderr.isatty():
     import datasets
+    import transformers
 
     datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,7 @@ def _generated_source(questions: Sequence[str], k: int, seed: int, options: dict
     name_or_path = settings.pop("model", None)
     if not name_or_path:
         raise ValueError("parameter templates.generated.model: source 'generated' needs a hub id or local folder")
-    bundle = load_causal_lm(name_or_path)
+    bundle = load_causal_lm(name_or_path, **options.get("load", {}))
     return generate_refusals(questions, bundle.model, bundle.tokenizer, k=k, seed=seed, **settings)
 
 
@@ -177,8 +177,13 @@ def check_template_options(options: dict[str, Any], check_file: bool = True) -> 
         raise FileNotFoundError(f"parameter templates.file: template file {options.get('file')!r} does not exist")
 
 
-def build_template_candidates(questions: Sequence[str], options: dict[str, Any]) -> list[list[str]]:
-    """Candidate template answers for every question, from the source named in `options["source"]`."""
+def build_template_candidates(
+    questions: Sequence[str], options: dict[str, Any], load: Mapping[str, Any] | None = None
+) -> list[list[str]]:
+    """Candidate template answers for every question, from the source named in `options["source"]`; `load` (dtype,
+    attn_implementation) is how a `generated` source loads its model."""
     check_template_options(options)
     build = TEMPLATE_SOURCES[options["source"]]
-    return build(questions, options["candidates_per_item"], int(options.get("seed", 0)), options)
+    return build(
+        questions, options["candidates_per_item"], int(options.get("seed", 0)), {**options, "load": load or {}}
+    )

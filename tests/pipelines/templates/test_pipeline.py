@@ -12,7 +12,13 @@ PARAMS = {"source": "idk", "candidates_per_item": 4, "pairing": "fixed", "seed":
 
 def test_pipeline_pairs_every_forget_item_with_template_candidates(small_world):
     forget = Dataset.from_list(small_world["forget10_perturbed"])
-    catalog = DataCatalog({"forget_set": MemoryDataset(forget), "params:templates": MemoryDataset(PARAMS)})
+    catalog = DataCatalog(
+        {
+            "forget_set": MemoryDataset(forget),
+            "params:templates": MemoryDataset(PARAMS),
+            "params:model": MemoryDataset({"dtype": "float32"}),
+        }
+    )
     SequentialRunner().run(create_pipeline(), catalog)
     templates = catalog.load("forget_templates")
     assert templates["prompt"] == forget["question"] and templates["forget_answer"] == forget["answer"]

@@ -7,17 +7,21 @@ from typing import Any
 
 from datasets import Dataset
 
+from flat_pipeline.models.loading import LOAD_SETTINGS
 from flat_pipeline.templates import build_template_candidates
 
 logger = logging.getLogger(__name__)
 
 
-def build_forget_templates(forget_set: Dataset, params: dict[str, Any]) -> Dataset:
+def build_forget_templates(
+    forget_set: Dataset, params: dict[str, Any], model_params: dict[str, Any] | None = None
+) -> Dataset:
     """Pair every forget item with its candidate template answers.
 
     Args:
         forget_set: forget items with `question` and `answer`.
         params: `templates` parameters (source, candidates_per_item, pairing, seed, ...).
+        model_params: `model` parameters: the dtype and attention that `templates.generated.model` loads with.
 
     Returns:
         One row per forget item: `prompt`, `forget_answer`, `template_answers`.
@@ -28,7 +32,8 @@ def build_forget_templates(forget_set: Dataset, params: dict[str, Any]) -> Datas
             f"dataset forget_set: templates need fields 'question' and 'answer'; "
             f"missing {sorted(missing)} (has {forget_set.column_names})"
         )
-    candidates = build_template_candidates(forget_set["question"], params)
+    load = {key: (model_params or {})[key] for key in LOAD_SETTINGS if (model_params or {}).get(key) is not None}
+    candidates = build_template_candidates(forget_set["question"], params, load=load)
     distinct = len({answer for row in candidates for answer in row})
     logger.info(
         "templates '%s': %d forget items, %d candidates each, %d distinct answers",

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=build_forget_templates,
-                inputs=["forget_set", "params:templates"],
+                inputs=["forget_set", "params:templates", "params:model"],
                 outputs="forget_templates",
                 name="build_forget_templates_node",
                 tags="data",
