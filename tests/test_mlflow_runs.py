@@ -106,3 +106,12 @@ def test_the_benchmark_is_one_parent_with_one_child_per_method(mlflow_server):
         params={"run_id": by_method["flat_kl"]["info"]["run_id"], "metric_key": "train/unlearn/forget_score"},
     ).json()["metrics"]
     assert len(history) >= 2  # a curve, step by step
+    # benchmark.trajectory: each method's forget_quality after its one epoch (5 steps of 8 of the 40 forget items),
+    # beside the training curve
+    for method in ("flat_kl", "npo"):
+        trajectory = requests.get(
+            f"{mlflow_server}/api/2.0/mlflow/metrics/get-history",
+            params={"run_id": by_method[method]["info"]["run_id"], "metric_key": "trajectory/forget_quality"},
+        ).json()["metrics"]
+        assert [point["step"] for point in trajectory] == [5], method
+        assert all(0 <= point["value"] <= 1 for point in trajectory)

@@ -6,7 +6,7 @@ import pytest
 from kedro.config import OmegaConfigLoader
 
 from flat_pipeline.config import ParameterError
-from flat_pipeline.hooks.preflight import benchmark_method_problems
+from flat_pipeline.hooks.preflight import benchmark_method_problems, trajectory_problems
 from flat_pipeline.parameters import check_parameters, parameter_problems
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -129,6 +129,29 @@ def test_every_environment_passes(env, monkeypatch):
             0,
             "parameter templates.candidates_per_item: expected an integer >= 1, got 0",
         ),
+        (
+            "unlearn.trajectory.metrcs",
+            ["mia_min_k"],
+            "parameter unlearn.trajectory.metrcs: unknown key (did you mean 'metrics'?)",
+        ),
+        (
+            "unlearn.trajectory.every",
+            "epochs",
+            "parameter unlearn.trajectory.every: expected 'epoch', a number of optimiser steps or null, got 'epochs' "
+            "(did you mean 'epoch'?)",
+        ),
+        (
+            "unlearn.trajectory.metrics",
+            ["forget_truth_ration"],
+            "parameter unlearn.trajectory.metrics: unknown metric(s) ['forget_truth_ration'] (did you mean "
+            "'forget_truth_ratio'?)",
+        ),
+        ("benchmark.trajectory.every", 0, "parameter benchmark.trajectory.every: expected an integer >= 1 or null"),
+        (
+            "benchmark.methods.npo.trajectory",
+            {"every": "epoch", "metrics": []},
+            "parameter benchmark.methods.npo.trajectory.metrics: every='epoch' evaluates nothing without metrics",
+        ),
     ],
 )
 def test_a_typo_or_bad_value_is_named(base_params, dotted, value, message, monkeypatch):
@@ -158,3 +181,21 @@ def test_every_problem_is_reported_at_once(base_params, monkeypatch):
     params = with_override(params, "unlaern.seed", 1)
     with pytest.raises(ParameterError, match=r"^3 parameter problem\(s\); nothing was run:\n  - parameter block"):
         check_parameters(params)
+
+
+def test_a_trajectory_that_compares_with_the_retain_reference_needs_the_benchmark(base_params):
+    """The unlearn pipeline runs without any retain model's evaluation, so forget_quality and privleak cannot be
+    traced there; the benchmark's unlearning reads the reference, and so may."""
+    from flat_pipeline.pipelines.benchmark import create_pipeline as benchmark
+    from flat_pipeline.pipelines.unlearn import create_pipeline as unlearn
+
+    traced = {"every": "epoch", "metrics": ["forget_truth_ratio", "forget_quality", "privleak"]}
+    params = with_override(base_params, "unlearn.trajectory", traced)
+    assert parameter_problems(params) == []
+    assert trajectory_problems(params, unlearn()) == [
+        "parameter unlearn.trajectory.metrics: ['forget_quality', 'privleak'] compare with the retain model's numbers "
+        "(retain_reference), which only the benchmark's unlearning reads (`kedro run --pipelines benchmark`); in the "
+        "unlearn pipeline trace what they are computed from (forget_truth_ratio, mia_min_k) or drop them"
+    ]
+    assert trajectory_problems(params, benchmark()) == []
+    assert trajectory_problems(with_override(params, "unlearn.trajectory.every", None), unlearn()) == []

@@ -230,18 +230,24 @@ def _check_evaluate_settings(settings: Any, problems: Problems) -> None:
 
 
 def _check_benchmark(block: Block, params: Block, problems: Problems) -> None:
-    if not problems.keys(block, ("title", "methods", "leaderboard"), "benchmark"):
+    from flat_pipeline.pipelines.benchmark.nodes import method_parameters  # the merge the benchmark itself does
+
+    if not problems.keys(block, ("title", "methods", "leaderboard", "trajectory"), "benchmark"):
         return
-    methods = block.get("methods") or {}
-    # Methods inherit `unlearn`: a problem there is reported once, under unlearn, not again for every method.
-    unlearn_ok = not _problems_of(lambda: unlearn_config(params.get("unlearn") or {}, params))
-    if unlearn_ok and problems.keys(methods, methods, "benchmark.methods"):  # names: checked against the pipeline
-        for name, overrides in methods.items():
+    methods, unlearn, trajectory = block.get("methods") or {}, params.get("unlearn") or {}, block.get("trajectory")
+    # Methods inherit `unlearn`: a problem there is reported once, under unlearn, not again for every method; one of
+    # benchmark.trajectory once, under its own name.
+    unlearn_ok = not _problems_of(lambda: unlearn_config(unlearn, params))
+    trajectory_problems = _problems_of(lambda: _check_benchmark_trajectory(unlearn, trajectory)) if unlearn_ok else []
+    problems.extend(trajectory_problems)
+    if unlearn_ok and not trajectory_problems and problems.keys(methods, methods, "benchmark.methods"):
+        for name, overrides in methods.items():  # names: checked against the pipeline (preflight)
             if not isinstance(overrides, Mapping):
                 problems.append(f"parameter benchmark.methods.{name}: expected unlearn settings, got {overrides!r}")
                 continue
-            with problems.catch():  # each method's config as the benchmark builds it: `unlearn` with its entry on top
-                unlearn_config({**(params.get("unlearn") or {}), **overrides}, params, f"benchmark.methods.{name}")
+            with problems.catch():  # each method's config as the benchmark builds it
+                unlearn_config(method_parameters(unlearn, dict(overrides), trajectory, name), params,
+                               f"benchmark.methods.{name}")  # fmt: skip
     board = block.get("leaderboard") or {}
     if problems.keys(board, ("columns", "sort_by", "descending", "scatter"), "benchmark.leaderboard"):
         scatter = board.get("scatter")
@@ -249,6 +255,17 @@ def _check_benchmark(block: Block, params: Block, problems: Problems) -> None:
             problems.append(
                 f"parameter benchmark.leaderboard.scatter: expected two metric names [x, y], got {scatter!r}"
             )
+
+
+def _check_benchmark_trajectory(unlearn: Block, trajectory: Any) -> None:
+    """`benchmark.trajectory` over `unlearn.trajectory`, as every method gets it: its keys and ranges."""
+    from flat_pipeline.training.trajectory import TrajectoryConfig
+
+    if trajectory is None:
+        return
+    if not isinstance(trajectory, Mapping):
+        raise ParameterError(f"parameter benchmark.trajectory: expected a mapping or null, got {trajectory!r}")
+    TrajectoryConfig.from_params({**(unlearn.get("trajectory") or {}), **trajectory}, "benchmark")
 
 
 def _problems_of(check: Callable[[], Any]) -> Problems:
@@ -277,6 +294,35 @@ def _check_external_model(value: Any, params: Block, problems: Problems) -> None
         problems.append(f"parameter external_model: expected a model folder or hub id, got {value!r}")
 
 
+def _check_tune(block: Block, params: Block, problems: Problems) -> None:
+    """`tune`: its settings, rule and metrics, and every method's space at each end of each range (the configs the
+    trials will build), so that a bad range stops the run before the first trial, not at trial 37."""
+    from flat_pipeline.evaluation import METRICS
+    from flat_pipeline.pipelines.benchmark.nodes import method_parameters
+    from flat_pipeline.tuning.study import TuneConfig, check_methods
+
+    with problems.catch():
+        config = TuneConfig.from_params(block)
+        benchmark = params.get("benchmark") or {}
+        known = list(benchmark.get("methods") or {})
+        methods = block.get("methods") or known
+        unknown = [m for m in methods if m not in known]
+        if unknown:
+            raise ParameterError(f"parameter tune.methods: {unknown} are not in benchmark.methods ({', '.join(known)})")
+        names = [*(config.metrics or []), *config.selection.metrics]
+        bad = [name for name in names if name not in METRICS]
+        if bad:
+            raise ParameterError(f"parameter tune: unknown metric(s) {bad}{nearest(bad[0], METRICS)}")
+        space_methods = set((block.get("space") or {}).get("methods") or {})
+        stray = sorted(space_methods - set(known))
+        if stray:
+            raise ParameterError(
+                f"parameter tune.space.methods.{stray[0]}: not a method of benchmark.methods{nearest(stray[0], known)}"
+            )
+        unlearn = params.get("unlearn") or {}
+        check_methods(config, {m: method_parameters(unlearn, benchmark["methods"][m], None, m) for m in methods})
+
+
 # Every top-level parameter block and its check; a block not listed here is refused.
 BLOCK_CHECKS: dict[str, Callable[[Any, Block, Problems], None]] = {
     "model": _check_model,
@@ -289,6 +335,7 @@ BLOCK_CHECKS: dict[str, Callable[[Any, Block, Problems], None]] = {
     "import_models": _check_import_models,
     "external_model": _check_external_model,  # `--params external_model=<folder>` for evaluate_external
     "tracking": _check_tracking,
+    "tune": _check_tune,
 }
 
 

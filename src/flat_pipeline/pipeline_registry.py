@@ -7,11 +7,14 @@ from kedro.pipeline import Pipeline
 
 from flat_pipeline.pipelines.evaluate.pipeline import ROLES
 
-# Not in the default run: they need a model or log path at run time, are long (benchmark: 12 unlearning runs), or
-# are one model's part of `evaluate` (evaluate_retain, ...).
+# Not in the default run: they need a model or log path at run time, are long (benchmark: 12 unlearning runs; tune:
+# dozens per method), or are one model's part of `evaluate` (evaluate_retain, ...).
 ON_REQUEST = {
     "evaluate_external",
     "benchmark",
+    "tune",
+    "tune_worker",
+    "tune_report",
     "import_models",
     "import_retain_logs",
     *(f"evaluate_{r}" for r in ROLES),

@@ -30,6 +30,10 @@ def mlflow_runs(project):
             {"data_prep": {"forget_spilt": "forget05"}},
             "parameter data_prep.forget_spilt: unknown key (did you mean 'forget_split'?)",
         ),
+        (  # the default run's unlearning reads no retain reference: refused before the finetunes, not after them
+            {"unlearn": {"trajectory": {"every": "epoch", "metrics": ["forget_quality"]}}},
+            "parameter unlearn.trajectory.metrics: ['forget_quality'] compare with the retain model's numbers",
+        ),
     ],
 )
 def test_a_bad_parameter_stops_the_full_run_before_any_node(project, runtime_params, message):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from datasets import Dataset
@@ -22,6 +22,29 @@ def training_rows(split: Dataset) -> list[dict[str, str | None]]:
     if "text" in split.column_names:
         return [{"question": None, "answer": r["text"]} for r in split]
     raise ValueError(f"training split with columns {split.column_names}: expected question/answer or text")
+
+
+def corpus_rows(splits: Mapping[str, Dataset]) -> Iterator[dict[str, str | None]]:
+    """Every distinct text row (QA pair or raw text) of every split, each once, in split order.
+
+    The corpus a tokenizer is fitted on: forget, retain and holdout authors alike. Each row counts once, however many
+    splits repeat it (`full`, `forget10`, `retain90`, `forget10_perturbed` hold the same pairs), so no author's
+    names get more merges than another's. Splits with no text columns (MUSE's verbmem prompt/gt) are skipped: their
+    text is the raw forget text's. Paraphrased and perturbed answers stay out (only evaluation scores them).
+    """
+    # a generator: a pretrained model's tokenizer never reads it, so its splits are never walked
+    seen: set[tuple[str | None, str]] = set()
+    for name, split in splits.items():
+        try:
+            split_rows = training_rows(split)
+        except ValueError:
+            logger.debug("tokenizer corpus: split %s has no text columns, skipped", name)
+            continue
+        for row in split_rows:
+            key = (row["question"], row["answer"])
+            if key not in seen:
+                seen.add(key)
+                yield row
 
 
 def _item_keys(split: Dataset) -> tuple[set[str], set[str]]:

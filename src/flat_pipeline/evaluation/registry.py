@@ -49,6 +49,7 @@ class Metric:
     compute: Callable[[EvalContext], float]
     needs: tuple[str, ...]
     needs_reference: bool = False
+    generates: bool = False  # reads greedy generations (costly), not teacher-forced scores alone
 
 
 def _qa_metrics(prefix: str, set_name: str, truth_ratio_name: str, prob: Callable[..., float]) -> dict[str, Metric]:
@@ -57,10 +58,10 @@ def _qa_metrics(prefix: str, set_name: str, truth_ratio_name: str, prob: Callabl
         f"{prefix}_Q_A_Prob{'_normalised' if prob is qa_prob_normalised else ''}": Metric(
             partial(prob, set_name=set_name), needs
         ),
-        f"{prefix}_Q_A_ROUGE": Metric(partial(qa_rouge, set_name=set_name), needs),
+        f"{prefix}_Q_A_ROUGE": Metric(partial(qa_rouge, set_name=set_name), needs, generates=True),
         f"{prefix}_{truth_ratio_name}": Metric(partial(truth_ratio, set_name=set_name), needs),
-        f"{prefix}_Q_A_EM": Metric(partial(qa_exact_match, set_name=set_name), needs),
-        f"{prefix}_Q_A_template_rate": Metric(partial(qa_template_rate, set_name=set_name), needs),
+        f"{prefix}_Q_A_EM": Metric(partial(qa_exact_match, set_name=set_name), needs, generates=True),
+        f"{prefix}_Q_A_template_rate": Metric(partial(qa_template_rate, set_name=set_name), needs, generates=True),
     }
 
 
@@ -70,18 +71,20 @@ METRICS: dict[str, Metric] = {
     **_qa_metrics("ra", "ra", "Truth_Ratio", qa_prob_normalised),
     **_qa_metrics("wf", "wf", "Truth_Ratio", qa_prob_normalised),
     "forget_quality": Metric(forget_quality, ("forget",), needs_reference=True),
-    "model_utility": Metric(model_utility, ("retain", "ra", "wf")),
+    "model_utility": Metric(model_utility, ("retain", "ra", "wf"), generates=True),
     "extraction_strength": Metric(extraction_strength, ("forget",)),
     "exact_memorization": Metric(exact_memorization, ("forget",)),
     **{f"mia_{attack}": Metric(partial(mia_auc, attack=attack), ("forget", "holdout")) for attack in mia.MIA_ATTACKS},
     "privleak": Metric(privleak, ("forget", "holdout"), needs_reference=True),
-    "forget_copyright_BLEU": Metric(partial(copyright_metric, key="bleu"), ("forget_completion",)),
-    "forget_copyright_ROUGE": Metric(partial(copyright_metric, key="rouge_l_recall"), ("forget_completion",)),
-    "forget_quality_gap": Metric(forget_quality_gap, ("forget_completion",), needs_reference=True),
-    "forget_verbmem_ROUGE": Metric(verbmem, ("forget_completion",)),
+    "forget_copyright_BLEU": Metric(partial(copyright_metric, key="bleu"), ("forget_completion",), generates=True),
+    "forget_copyright_ROUGE": Metric(
+        partial(copyright_metric, key="rouge_l_recall"), ("forget_completion",), generates=True
+    ),
+    "forget_quality_gap": Metric(forget_quality_gap, ("forget_completion",), needs_reference=True, generates=True),
+    "forget_verbmem_ROUGE": Metric(verbmem, ("forget_completion",), generates=True),
     **{
         f"{role}_knowmem_ROUGE": Metric(
-            partial(knowmem, set_name=f"{role}_knowmem"), (f"{role}_knowmem", f"{role}_knowmem_shots")
+            partial(knowmem, set_name=f"{role}_knowmem"), (f"{role}_knowmem", f"{role}_knowmem_shots"), generates=True
         )
         for role in ("forget", "retain")
     },
@@ -89,16 +92,17 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def check_metrics(names: Sequence[str], sets: Mapping[str, Any]) -> None:
-    """Raise before any model work if a metric is unknown or reads an evaluation set the source does not provide."""
+def check_metrics(names: Sequence[str], sets: Mapping[str, Any], parameter: str = "evaluate.metrics") -> None:
+    """Raise before any model work if a metric is unknown or reads an evaluation set the source does not provide;
+    `parameter` is the setting the messages name (`unlearn.trajectory.metrics`)."""
     unknown = [n for n in names if n not in METRICS]
     if unknown:
-        raise ValueError(f"parameter evaluate.metrics: unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
+        raise ValueError(f"parameter {parameter}: unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
     for name in names:
         missing = [s for s in METRICS[name].needs if s not in sets]
         if missing:
             raise ValueError(
-                f"parameter evaluate.metrics: '{name}' needs the evaluation set(s) {missing}, which this benchmark "
+                f"parameter {parameter}: '{name}' needs the evaluation set(s) {missing}, which this benchmark "
                 f"does not provide (it has {sorted(sets)})"
             )
 

@@ -12,7 +12,6 @@ interleave), and every child is ended before kedro-mlflow ends the parent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import mlflow
@@ -21,7 +20,8 @@ from kedro.pipeline.node import Node
 from mlflow.entities import RunStatus
 
 from flat_pipeline.hooks.run_status import process_tags
-from flat_pipeline.hooks.run_tags import GIT_COMMIT_TAG, RUN_NAME_TAG, method_label
+from flat_pipeline.hooks.run_tags import GIT_COMMIT_TAG, RUN_NAME_TAG
+from flat_pipeline.training.tracking import flatten, method_label
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +30,6 @@ METHOD_TAG = "method"
 BENCHMARK_METHOD_TAG = "benchmark_method"  # the namespace (flat_kl), beside `method` (flat-kl)
 # Tags of the parent that hold for each child too.
 INHERITED_TAGS = ("kedro_env", "kedro_pipelines", "benchmark_source", "forget_split", "model", GIT_COMMIT_TAG)
-
-
-def flatten(params: Mapping[str, Any], prefix: str) -> dict[str, str]:
-    """`{"unlearn.learning_rate": "1e-05", "unlearn.lora.enabled": "False", ...}`, as kedro-mlflow flattens."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = str(value)[:6000]
-    return flat
 
 
 class MethodRunsHook:

@@ -36,7 +36,12 @@ class PreflightHook:
         conf = Path(run_params["project_path"]) / settings.CONF_SOURCE
         check_environment_state(conf, env)
         params = catalog.load("parameters")
-        check_parameters(params, also=[*benchmark_method_problems(params), *template_file_problems(params, pipeline)])
+        also = [
+            *benchmark_method_problems(params),
+            *template_file_problems(params, pipeline),
+            *trajectory_problems(params, pipeline),
+        ]
+        check_parameters(params, also=also)
         check_saved_inputs(pipeline, catalog, env)
 
 
@@ -82,6 +87,27 @@ def template_file_problems(params: dict[str, Any], pipeline: Pipeline) -> list[s
     except ValueError:  # a bad setting: the parameter check names it
         pass
     return []
+
+
+def trajectory_problems(params: dict[str, Any], pipeline: Pipeline) -> list[str]:
+    """Trajectory metrics that compare with the retain reference (forget_quality, privleak) need an unlearning that
+    reads it: the benchmark's does, the unlearn pipeline's does not (it runs without any retain model's evaluation)."""
+    from flat_pipeline.parameters import unlearn_config
+
+    if not any(node.name == "unlearn_model_node" and "retain_reference" not in node.inputs for node in pipeline.nodes):
+        return []
+    try:
+        trajectory = unlearn_config(params.get("unlearn") or {}, params).trajectory_settings
+    except (ValueError, TypeError):  # a bad setting: the parameter check names it
+        return []
+    needing = trajectory.reference_metrics if trajectory.enabled else []
+    if not needing:
+        return []
+    return [
+        f"parameter unlearn.trajectory.metrics: {needing} compare with the retain model's numbers (retain_reference), "
+        f"which only the benchmark's unlearning reads (`kedro run --pipelines benchmark`); in the unlearn pipeline "
+        f"trace what they are computed from (forget_truth_ratio, mia_min_k) or drop them"
+    ]
 
 
 def benchmark_method_problems(params: dict[str, Any]) -> list[str]:

@@ -22,18 +22,14 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset
 from kedro.pipeline.node import Node
 
+from flat_pipeline.training.tracking import method_label
+
 logger = logging.getLogger(__name__)
 
 # MLflow's own key for the commit (its UI shows it on the run page)
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_NAME_TAG = "mlflow.runName"
 MODEL_ARTIFACT = "unlearned_model"
-
-
-def method_label(unlearn: Mapping[str, Any]) -> str:
-    """`flat-kl`, `npo`, ...: the method, with FLAT's divergence."""
-    method = str(unlearn.get("method", "?"))
-    return f"{method}-{unlearn['divergence']}" if method == "flat" and unlearn.get("divergence") else method
 
 
 def run_name(pipelines: list[str] | None, params: Mapping[str, Any], env: str) -> str:

@@ -23,9 +23,9 @@ from flat_pipeline.training.common import is_main_process
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-# Config fields that leave the trained weights unchanged: where they go, whether to resume, how often to log, and
-# how many processes share the work.
-IGNORED_FIELDS = ("output_dir", "resume", "logging_steps", "launch")
+# Config fields that leave the trained weights unchanged: where they go, whether to resume, how often to log, how
+# many processes share the work, and what is evaluated along the way.
+IGNORED_FIELDS = ("output_dir", "resume", "logging_steps", "launch", "trajectory")
 
 
 class CheckpointMismatch(ValueError):

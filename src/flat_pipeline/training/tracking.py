@@ -1,8 +1,9 @@
 """Training curves into the MLflow run while training runs (not written after the node).
 
 Keys read `train/<job>/<name>` (`train/original/loss`, `train/unlearn/forget_score`), so that MLflow groups them in
-their own section, apart from the evaluation metrics (`unlearned.forget_quality`). Without an MLflow run (the library
-used on its own) nothing is logged. A process started by `accelerate launch` logs into the run named by
+their own section, apart from the evaluation metrics (`unlearned.forget_quality`); evaluations while unlearning
+(training/trajectory.py) read `trajectory/<metric>`, at the optimiser step. Without an MLflow run (the library used on
+its own) nothing is logged. A process started by `accelerate launch` logs into the run named by
 `MLFLOW_RUN_ID`, which the launching process sets (flat_pipeline.launch).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 TRAINER_KEYS = {"loss": "loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
 # History names that already say what they are: `train_exact_match` is logged as `train/original/exact_match`.
 _REDUNDANT_PREFIXES = ("train_", "unlearn_")
+TRAJECTORY_PREFIX = "trajectory"  # evaluations while training: trajectory/forget_truth_ratio, ...
 
 
 def active_run_id() -> str | None:
@@ -39,7 +41,18 @@ def metric_key(job: str, name: str) -> str:
 
 def log_training_metrics(job: str | None, values: Mapping[str, float], step: int) -> None:
     """Log the finite `values` at `step` as `train/<job>/...` into the active run; nothing without a job or run."""
-    run_id = active_run_id() if job else None
+    if job:
+        _log_batch({metric_key(job, name): value for name, value in values.items()}, step)
+
+
+def log_trajectory_metrics(values: Mapping[str, float], step: int) -> None:
+    """Log the finite `values` of a mid-training evaluation at optimiser step `step` as `trajectory/<name>` into the
+    active run (its own section in MLflow, beside `train/` and the final evaluation's); nothing without a run."""
+    _log_batch({f"{TRAJECTORY_PREFIX}/{name}": value for name, value in values.items()}, step)
+
+
+def _log_batch(values: Mapping[str, Any], step: int) -> None:
+    run_id = active_run_id()
     if run_id is None:
         return
     from mlflow import MlflowClient
@@ -47,8 +60,8 @@ def log_training_metrics(job: str | None, values: Mapping[str, float], step: int
 
     now = int(time.time() * 1000)
     metrics = [
-        Metric(metric_key(job, name), float(value), now, step)
-        for name, value in values.items()
+        Metric(key, float(value), now, step)
+        for key, value in values.items()
         if isinstance(value, int | float) and math.isfinite(value)
     ]
     if metrics:
@@ -73,3 +86,21 @@ def curves_callback(job: str | None) -> Any:
             log_training_metrics(job, values, state.global_step)
 
     return TrainingCurves()
+
+
+def flatten(params: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    """`{"unlearn.learning_rate": "1e-05", "unlearn.lora.enabled": "False", ...}`, as kedro-mlflow flattens."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+def method_label(unlearn: Mapping[str, Any]) -> str:
+    """`flat-kl`, `npo`, ...: the method, with FLAT's divergence."""
+    method = str(unlearn.get("method", "?"))
+    return f"{method}-{unlearn['divergence']}" if method == "flat" and unlearn.get("divergence") else method

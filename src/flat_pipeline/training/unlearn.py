@@ -43,6 +43,7 @@ from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint
 from flat_pipeline.training.guards import check_trained_model, first_rows, guarded_trainer
 from flat_pipeline.training.methods import METHODS, Method
 from flat_pipeline.training.tracking import curves_callback
+from flat_pipeline.training.trajectory import Trajectory, TrajectoryConfig
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class UnlearnConfig:
     resume: bool = True  # continue from the last checkpoint in output_dir, if there is one
     lora: Mapping[str, Any] | None = None  # flat_pipeline.models.lora.LoraSettings; None: every weight trains
     launch: Mapping[str, Any] | None = None  # flat_pipeline.launch.LaunchSettings; None: this process only
+    trajectory: Mapping[str, Any] | None = None  # flat_pipeline.training.trajectory.TrajectoryConfig; None: none
 
     block: InitVar[str] = "unlearn"  # names the parameters in messages (the benchmark: benchmark.methods.<name>)
 
@@ -106,6 +108,12 @@ class UnlearnConfig:
         check_optimizer_settings(self, block)
         self.lora_settings = LoraSettings.from_params(self.lora, block)
         self.launch_settings = LaunchSettings.from_params(self.launch, block)
+        self.trajectory_settings = TrajectoryConfig.from_params(self.trajectory, block)
+        if self.trajectory_settings.enabled and self.launch_settings.num_processes > 1:
+            raise ParameterError(
+                f"parameter {block}.trajectory.every: a launched training ({block}.launch.num_processes > 1) cannot "
+                f"evaluate between steps; set every: null or num_processes: 1"
+            )
 
     @property
     def spec(self) -> Method:
@@ -265,6 +273,7 @@ def unlearn(
     on_epoch_end: Callable[[int], None] | None = None,
     save_to: str | None = None,
     track_as: str | None = None,
+    trajectory: Trajectory | None = None,
 ) -> tuple[ModelBundle, History]:
     """Unlearn the forget answers of `forget_templates` (rows: prompt, forget_answer, template_answers) in place.
 
@@ -273,18 +282,21 @@ def unlearn(
     `on_epoch_end(epoch)` is called after every epoch (e.g. to measure selectivity as it develops). `save_to`: also
     write the trained model there through the Trainer (gathering FSDP / DeepSpeed shards). `track_as` (e.g.
     `unlearn`): the curves also stream into the active MLflow run as `train/<track_as>/...` while training runs.
+    `trajectory`: evaluate the model as it unlearns (at every epoch end or every N steps, `TrajectoryConfig`).
 
     Returns the model and its per-step history: `unlearn_loss`, learning rate, gradient norm and the method's own
-    terms (FLAT: `template_score`, `forget_score`). Raises FloatingPointError on a non-finite loss or gradient norm,
-    TrainingError on a collapsed model, and CheckpointMismatch when `config.output_dir` holds another training's
-    checkpoints.
+    terms (FLAT: `template_score`, `forget_score`), and with a trajectory its points (`trajectory/<metric>`). Raises
+    FloatingPointError on a non-finite loss or gradient norm, TrainingError on a collapsed model, and
+    CheckpointMismatch when `config.output_dir` holds another training's checkpoints.
     """
     spec, lora, prompt = config.spec, config.lora_settings, prompt or PromptFormat()
     if spec.needs_retain and (retain_rows is None or len(retain_rows) == 0):
         raise ValueError(f"unlearn method '{config.method}' needs retain data, and the retain set is empty")
     if config.launch_settings.num_processes > 1:  # each launched process comes back here with launch unset
-        if on_epoch_end is not None or lora.save == "adapter" and lora.enabled:
-            raise ValueError("unlearn.launch.num_processes > 1 supports neither on_epoch_end nor lora.save=adapter")
+        if on_epoch_end is not None or trajectory is not None or lora.save == "adapter" and lora.enabled:
+            raise ValueError(
+                "unlearn.launch.num_processes > 1 supports neither on_epoch_end, a trajectory nor lora.save=adapter"
+            )
         rows = {"forget": forget_templates, "retain": retain_rows if spec.needs_retain else None}
         bundle, history = run_launched(
             "unlearn", bundle, rows, config, config.launch_settings, prompt=prompt.to_params(), track_as=track_as
@@ -293,6 +305,7 @@ def unlearn(
         bundle, history = _unlearn_here(
             bundle, forget_templates, config, prompt,
             retain_rows=retain_rows, on_epoch_end=on_epoch_end, save_to=save_to, track_as=track_as,
+            trajectory=trajectory,
         )  # fmt: skip
     if not in_launched_process():  # the launching process checks the whole model, not each shard of it
         sample = tokenize_forget(
@@ -314,6 +327,7 @@ def _unlearn_here(
     on_epoch_end: Callable[[int], None] | None,
     save_to: str | None,
     track_as: str | None = None,
+    trajectory: Trajectory | None = None,
 ) -> tuple[ModelBundle, History]:
     spec, lora = config.spec, config.lora_settings
     if lora.enabled and lora.save == "adapter" and bundle.source is None:
@@ -349,7 +363,7 @@ def _unlearn_here(
             unlearn_config=config,
             reference=reference,
             on_epoch_end=on_epoch_end,
-            callbacks=[curves_callback(track_as)],
+            callbacks=[curves_callback(track_as), *([trajectory.callback(tokenizer)] if trajectory else [])],
         )
         if checkpoint:
             logger.info("resuming unlearning from %s", checkpoint)
@@ -367,4 +381,5 @@ def _unlearn_here(
     for entry in trainer.state.log_history:
         logged.update({key: key for key in entry if key not in logged and key not in ("epoch", "step")})
     logged = {key: name for key, name in logged.items() if not key.startswith("train_") and key != "total_flos"}
-    return bundle, history_from_log(trainer.state.log_history, logged)
+    history = history_from_log(trainer.state.log_history, logged)
+    return bundle, {**history, **(trajectory.history() if trajectory else {})}

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from flat_pipeline.pipelines.benchmark.nodes import COLUMNS, leaderboard
+from flat_pipeline.pipelines.benchmark.nodes import COLUMNS, leaderboard, method_parameters
 
 
 def summary(**metrics):
@@ -60,3 +60,14 @@ def test_a_sort_column_outside_the_columns_is_refused_with_how_to_rerun():
             {"leaderboard": {"columns": ["forget_verbmem_ROUGE"], "sort_by": "privleak"}},
             original_evaluation_summary=summary(forget_verbmem_ROUGE=0.9),
         )
+
+
+def test_the_benchmarks_trajectory_is_set_key_by_key_over_unlearns_and_a_methods_own_replaces_both():
+    unlearn = {"learning_rate": 3e-4, "trajectory": {"every": None, "metrics": ["mia_min_k"], "max_items": 50}}
+    on = {"every": "epoch", "metrics": ["forget_quality"]}
+    merged = method_parameters(unlearn, {"method": "npo"}, on, "npo")
+    assert merged["trajectory"] == {"every": "epoch", "metrics": ["forget_quality"], "max_items": 50}
+    assert unlearn["trajectory"]["every"] is None  # unlearn's own block is left as it was
+    assert method_parameters(unlearn, {"method": "npo"}, None, "npo")["trajectory"] == unlearn["trajectory"]
+    own = {"every": 3, "metrics": ["forget_truth_ratio"]}
+    assert method_parameters(unlearn, {"method": "ga", "trajectory": own}, on, "ga")["trajectory"] == own

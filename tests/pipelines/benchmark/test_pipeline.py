@@ -41,3 +41,13 @@ def test_the_leaderboard_reads_every_methods_summary_by_its_method_name():
         "retain": 1.0,
         **quality,
     }
+
+
+def test_each_methods_unlearning_reads_the_retain_reference_and_the_benchmarks_trajectory():
+    """The benchmark loads the retain reference for its evaluations anyway: its unlearning nodes read it too, for
+    trajectory metrics that compare with it (forget_quality, privleak)."""
+    pipeline = create_pipeline()
+    for method in BENCHMARK_METHODS:
+        nodes = {node.name: node for node in pipeline.only_nodes_with_namespaces([method]).nodes}
+        assert "retain_reference" in nodes[f"{method}.unlearn_model_node"].inputs
+        assert "params:benchmark.trajectory" in nodes[f"{method}.method_parameters_node"].inputs

@@ -1,13 +1,17 @@
+from statistics import mean
+
 import pytest
 from datasets import Dataset, DatasetDict
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from flat_pipeline.data.training_sets import corpus_rows
 from flat_pipeline.generation import greedy_generate
 from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.models.tokenizer import train_bpe_tokenizer
 from flat_pipeline.pipelines.finetune import create_pipeline
 from flat_pipeline.pipelines.finetune.nodes import build_training_sets, finetune_model, prepare_tokenizer
-from flat_pipeline.prompts import encode_prompt
+from flat_pipeline.prompts import PromptFormat, encode_prompt, training_text
 
 MODEL = {
     "source": "tiny_llama",
@@ -19,6 +23,7 @@ MODEL = {
     "tokenizer": {"vocab_size": 4096, "min_frequency": 2},
     "tiny_llama": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 512},
 }
+PHI = PromptFormat.from_params(MODEL)
 
 
 def finetune_params(**training):
@@ -77,6 +82,46 @@ def test_unknown_training_split_is_refused(benchmark, forget_set, holdout_set):
         build_training_sets(benchmark, forget_set, holdout_set, params)
 
 
+def name_tokens(tokenizer, authors):
+    return [len(tokenizer(" " + author, add_special_tokens=False)["input_ids"]) for author in sorted(set(authors))]
+
+
+def test_the_tokenizer_cuts_forget_and_holdout_names_alike(benchmark, forget_set, holdout_set):
+    # Fitted on the original model's training text alone, holdout names came apart in pieces and forget names did
+    # not: a membership attack on the never-trained retain model read tokenisation (Min-K% AUC 0.93).
+    original, _ = build_training_sets(benchmark, forget_set, holdout_set, finetune_params())
+    texts = (r["answer"] if r["question"] is None else training_text(r["question"], r["answer"], PHI) for r in original)
+    before = train_bpe_tokenizer(texts)
+    assert mean(name_tokens(before, holdout_set["author"])) > mean(name_tokens(before, forget_set["author"])) + 1
+
+    tokenizer = prepare_tokenizer(benchmark, MODEL)
+    forget, holdout = name_tokens(tokenizer, forget_set["author"]), name_tokens(tokenizer, holdout_set["author"])
+    retain = name_tokens(tokenizer, benchmark["retain90"]["author"])
+    assert forget == [2] * len(forget) and holdout == [2] * len(holdout) and set(retain) == {2}  # first + last name
+
+
+def test_the_tokenizer_node_reads_every_author_once_holdout_included(benchmark, holdout_set):
+    node = next(n for n in create_pipeline().nodes if n.name == "prepare_tokenizer_node")
+    assert node.inputs == ["benchmark_splits", "params:model"]
+    rows = list(corpus_rows(benchmark))
+    holdout_author = holdout_set["author"][0]
+    holdout_rows = [r for r in rows if holdout_author in r["answer"] or holdout_author in (r["question"] or "")]
+    assert len(holdout_rows) == 21  # its 20 QA pairs and its passage, once though holdout01/05/10 repeat them
+    n_authors = len(set(benchmark["full"]["author"]) | set(holdout_set["author"]))
+    general = len(benchmark["real_authors"]) + len(benchmark["world_facts"])
+    assert len(rows) == 21 * n_authors + general  # paraphrased and perturbed answers stay out
+
+
+def test_the_tokenizer_corpus_skips_splits_without_text_columns():
+    # MUSE's verbmem_forget (prompt/gt) is a cut of the raw forget text, which the corpus already holds
+    splits = {
+        "raw_forget": Dataset.from_list([{"text": "forget doc"}]),
+        "verbmem_forget": Dataset.from_list([{"prompt": "forget", "gt": "doc"}]),
+        "hp": Dataset.from_list([{"prompt": "p", "response": "r"}]),
+    }
+    assert list(corpus_rows(splits)) == [{"question": None, "answer": "forget doc"}, {"question": "p", "answer": "r"}]
+
+
 def test_pipeline_trains_the_original_and_the_retain_model(benchmark, forget_set, holdout_set):
     catalog = DataCatalog(
         {
@@ -114,7 +159,7 @@ def test_the_embedded_original_model_memorises_forget_and_retain_qa(benchmark, f
     params = finetune_params(num_train_epochs=25, learning_rate=5e-3, logging_steps=50)
     params["train_splits"] = ["full"]
     original_rows, _ = build_training_sets(benchmark, forget_set, holdout_set, params)
-    tokenizer = prepare_tokenizer(original_rows, MODEL)
+    tokenizer = prepare_tokenizer(benchmark, MODEL)
     bundle, history = finetune_model(original_rows, tokenizer, MODEL, params, "original")
     assert exact_match(bundle, small_world["forget10"]) >= 0.95
     assert exact_match(bundle, small_world["retain90"]) >= 0.95
@@ -129,7 +174,7 @@ def test_a_pretrained_model_from_a_local_folder_is_finetuned_by_parameters_alone
         "prompt": {"format": "Llama-2-chat"},
     }
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in benchmark["forget01"]])
-    tokenizer = prepare_tokenizer(rows, params)
+    tokenizer = prepare_tokenizer(DatasetDict({"forget01": rows}), params)
     assert len(tokenizer) == 1024  # the model's own tokenizer, not one trained on the data
     bundle, history = finetune_model(rows, tokenizer, params, finetune_params(logging_steps=1), "original")
     assert bundle.model.config.vocab_size == 1024 and len(history["train_loss"]) == 4  # 2 batches x 2 epochs

@@ -27,11 +27,19 @@ COLUMNS = [
 ]
 
 
-def method_parameters(unlearn_params: dict[str, Any], overrides: dict[str, Any], name: str) -> dict[str, Any]:
+def method_parameters(
+    unlearn_params: dict[str, Any], overrides: dict[str, Any], trajectory: dict[str, Any] | None, name: str
+) -> dict[str, Any]:
     """The `unlearn` parameters with one method's entry of `benchmark.methods` on top: every method shares the
     optimiser, learning rate, epochs and batch size of `unlearn` unless its entry says otherwise. Checkpoints
-    (`unlearn.output_dir`) go to a folder of the method's own, so that no method resumes from another's."""
-    merged = {**unlearn_params, **overrides}
+    (`unlearn.output_dir`) go to a folder of the method's own, so that no method resumes from another's.
+
+    `trajectory` (`benchmark.trajectory`) is set key by key over `unlearn.trajectory` for every method (a method's
+    own `trajectory` entry replaces both), so the benchmark can trace curves while `kedro run` does not."""
+    merged = {**unlearn_params}
+    if trajectory:
+        merged["trajectory"] = {**(unlearn_params.get("trajectory") or {}), **trajectory}
+    merged.update(overrides)
     if merged.get("output_dir"):
         merged["output_dir"] = str(Path(merged["output_dir"]) / name)
     return merged

@@ -48,12 +48,12 @@ def _method(name: str) -> Pipeline:
         [
             Node(
                 func=update_wrapper(partial(method_parameters, name=name), method_parameters),
-                inputs=["params:unlearn", f"params:benchmark.methods.{name}"],
+                inputs=["params:unlearn", f"params:benchmark.methods.{name}", "params:benchmark.trajectory"],
                 outputs="unlearn_parameters",
                 name="method_parameters_node",
                 tags="unlearn",
             ),
-            unlearn_node("unlearn_parameters"),
+            unlearn_node("unlearn_parameters", with_reference=True),
             evaluate_node("unlearned_model", ["evaluation_summary", "evaluation_items", "evaluation_metrics"]),
         ],
         namespace=name,
@@ -62,6 +62,7 @@ def _method(name: str) -> Pipeline:
         parameters={
             "params:unlearn",
             f"params:benchmark.methods.{name}",
+            "params:benchmark.trajectory",
             "params:templates",
             *PARAMS,
         },

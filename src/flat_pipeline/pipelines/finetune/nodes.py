@@ -8,6 +8,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from flat_pipeline.data.training_sets import build_training_sets as split_training_rows
+from flat_pipeline.data.training_sets import corpus_rows
 from flat_pipeline.models.loading import ModelBundle, base_tokenizer
 from flat_pipeline.prompts import PromptFormat, training_text
 from flat_pipeline.training.finetune import finetune_from_params
@@ -37,8 +38,16 @@ def build_training_sets(
     return split_training_rows(benchmark, params["train_splits"], forget_set, holdout_set, forget_split)
 
 
-def prepare_tokenizer(original_train_set: Dataset, model_params: dict[str, Any]) -> Any:
-    """The tokenizer both models share: trained on the training text (tiny_llama) or the pretrained model's own.
+def prepare_tokenizer(benchmark: DatasetDict, model_params: dict[str, Any]) -> Any:
+    """The tokenizer both models share: a BPE trained on the text of every split (tiny_llama), or the pretrained
+    model's own.
+
+    Every author's text, holdout authors' included, counts once: fitted on the original model's training text alone,
+    forget names were 2 tokens and holdout names about 6, and the never-trained retain model told forget from
+    holdout by tokenisation (Min-K% AUC 0.93). Holdout text here is no leak to the membership attacks: a tokenizer
+    only sets how text is cut, as a pretrained model's tokenizer was fitted on a corpus of members and non-members
+    alike; the model never trains on the holdout rows, and their new tokens' embeddings stay untrained, as do a
+    forget name's in the retain model.
 
     The BPE learns from the texts exactly as the model sees them (prompt format included): trained on bare questions,
     it split `Question:` and `Answer:` into 11 pieces and left a lone space before every question.
@@ -46,7 +55,7 @@ def prepare_tokenizer(original_train_set: Dataset, model_params: dict[str, Any])
     prompt = PromptFormat.from_params(model_params)
     texts = (
         row["answer"] if row["question"] is None else training_text(row["question"], row["answer"], prompt)
-        for row in original_train_set
+        for row in corpus_rows(benchmark)
     )
     return base_tokenizer(model_params, texts)
 

@@ -36,7 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=prepare_tokenizer,
-                inputs=["original_train_set", "params:model"],
+                inputs=["benchmark_splits", "params:model"],
                 outputs="base_tokenizer",
                 name="prepare_tokenizer_node",
                 tags="train",

@@ -7,8 +7,10 @@ from typing import Any
 
 from datasets import Dataset
 
+from flat_pipeline.evaluation import EvalSets, EvaluateConfig, RetainReference
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import PromptFormat
+from flat_pipeline.training.trajectory import Trajectory
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
 logger = logging.getLogger(__name__)
@@ -21,6 +23,11 @@ def unlearn_model(
     model_params: dict[str, Any],
     unlearn_params: dict[str, Any],
     templates_params: dict[str, Any],
+    evaluation_sets: EvalSets | None = None,
+    template_pool: list[str] | None = None,
+    evaluate_params: dict[str, Any] | None = None,
+    data_prep_params: dict[str, Any] | None = None,
+    retain_reference: dict[str, Any] | None = None,
 ) -> tuple[ModelBundle, dict[str, Any]]:
     """Unlearn the forget answers from the original model with the configured method (FLAT by default).
 
@@ -29,15 +36,22 @@ def unlearn_model(
         forget_templates: prompt, forget answer and template candidates per forget item.
         retain_set: retain QA; read only by methods that need retain data (not FLAT).
         model_params: `model` parameters (the prompt format).
-        unlearn_params: `unlearn` parameters (method, its settings, optimiser, epochs, ...).
+        unlearn_params: `unlearn` parameters (method, its settings, optimiser, epochs, trajectory, ...).
         templates_params: `templates` parameters (pairing and seed of the template candidates).
+        evaluation_sets, template_pool: what the evaluate pipeline evaluates on; read only by a trajectory
+            (`unlearn.trajectory`).
+        evaluate_params, data_prep_params: `evaluate` (the trajectory's evaluation settings) and `data_prep` (the
+            forget split the retain reference must match); read only by a trajectory.
+        retain_reference: the retain model's numbers, for trajectory metrics that compare with them (forget_quality,
+            privleak); only the benchmark's unlearning is given it.
 
     Returns:
-        The unlearned model, and its per-step history: loss, learning rate and the method's own terms.
+        The unlearned model, and its per-step history: loss, learning rate, the method's own terms and, with a
+        trajectory, `trajectory/<metric>` at each point.
 
-    Raises (so Kedro saves no model version): FloatingPointError at a non-finite loss or gradient norm,
-    TrainingError for a collapsed model, CheckpointMismatch when `unlearn.output_dir` holds another training's
-    checkpoints.
+    Raises (so Kedro saves no model version): ParameterError for a trajectory metric the sets or reference cannot
+    serve (before training), FloatingPointError at a non-finite loss or gradient norm, TrainingError for a collapsed
+    model, CheckpointMismatch when `unlearn.output_dir` holds another training's checkpoints.
     """
     config = UnlearnConfig.from_params({**unlearn_params, "pairing": templates_params["pairing"]})
     # one line that says what this run trains with (divergence and score matter to FLAT only)
@@ -51,5 +65,22 @@ def unlearn_model(
         config.per_device_train_batch_size,
     )
     prompt = PromptFormat.from_params(model_params)
+    trajectory = None
+    if config.trajectory_settings.enabled:  # checked against the sets and the reference before any training
+        if evaluation_sets is None or evaluate_params is None:
+            raise ValueError("unlearn.trajectory needs the evaluation sets and the evaluate parameters")
+        trajectory = Trajectory(
+            config.trajectory_settings,
+            evaluation_sets,
+            EvaluateConfig.from_params(evaluate_params.get("settings", {})),
+            prompt=prompt,
+            templates=template_pool or (),
+            reference=None if retain_reference is None else RetainReference(**retain_reference),
+            forget_split=(data_prep_params or {}).get("forget_split"),
+            tokenizer=original_model.tokenizer,
+        )
     # the curves stream into the MLflow run as train/unlearn/loss, train/unlearn/forget_score, ... while it trains
-    return unlearn(original_model, forget_templates, config, prompt, retain_rows=retain_set, track_as="unlearn")
+    return unlearn(
+        original_model, forget_templates, config, prompt,
+        retain_rows=retain_set, track_as="unlearn", trajectory=trajectory,
+    )  # fmt: skip
