@@ -298,29 +298,24 @@ def _check_tune(block: Block, params: Block, problems: Problems) -> None:
     """`tune`: its settings, rule and metrics, and every method's space at each end of each range (the configs the
     trials will build), so that a bad range stops the run before the first trial, not at trial 37."""
     from flat_pipeline.evaluation import METRICS
-    from flat_pipeline.pipelines.benchmark.nodes import method_parameters
+    from flat_pipeline.pipelines.tune.nodes import tuned_method_parameters  # the settings the worker builds
     from flat_pipeline.tuning.study import TuneConfig, check_methods
 
     with problems.catch():
         config = TuneConfig.from_params(block)
         benchmark = params.get("benchmark") or {}
         known = list(benchmark.get("methods") or {})
-        methods = block.get("methods") or known
-        unknown = [m for m in methods if m not in known]
-        if unknown:
-            raise ParameterError(f"parameter tune.methods: {unknown} are not in benchmark.methods ({', '.join(known)})")
         names = [*(config.metrics or []), *config.selection.metrics]
         bad = [name for name in names if name not in METRICS]
         if bad:
             raise ParameterError(f"parameter tune: unknown metric(s) {bad}{nearest(bad[0], METRICS)}")
-        space_methods = set((block.get("space") or {}).get("methods") or {})
-        stray = sorted(space_methods - set(known))
+        stray = sorted(set((block.get("space") or {}).get("methods") or {}) - set(known))
         if stray:
             raise ParameterError(
                 f"parameter tune.space.methods.{stray[0]}: not a method of benchmark.methods{nearest(stray[0], known)}"
             )
-        unlearn = params.get("unlearn") or {}
-        check_methods(config, {m: method_parameters(unlearn, benchmark["methods"][m], None, m) for m in methods})
+        pairing = (params.get("templates") or {}).get("pairing")
+        check_methods(config, tuned_method_parameters(block, benchmark, params.get("unlearn") or {}, pairing))
 
 
 # Every top-level parameter block and its check; a block not listed here is refused.

@@ -30,6 +30,20 @@ def tuned_methods(tune_params: dict[str, Any], benchmark_params: dict[str, Any])
     return list(methods)
 
 
+def tuned_method_parameters(
+    tune_params: dict[str, Any], benchmark_params: dict[str, Any], unlearn_params: dict[str, Any], pairing: str | None
+) -> dict[str, dict[str, Any]]:
+    """Each tuned method's full settings, as the benchmark builds them (`benchmark.methods.<name>` over `unlearn`),
+    with the templates' pairing; a trial's drawn settings go on top."""
+    return {
+        name: {
+            **method_parameters(unlearn_params, benchmark_params["methods"][name], None, name),
+            **({"pairing": pairing} if pairing else {}),
+        }
+        for name in tuned_methods(tune_params, benchmark_params)
+    }
+
+
 def leaderboard_columns(benchmark_params: dict[str, Any]) -> list[str]:
     return list((benchmark_params.get("leaderboard") or {}).get("columns") or COLUMNS)
 
@@ -60,16 +74,11 @@ def tune_worker(
         What this worker ran (the trials' numbers, states and times): the study itself is in the storage.
     """
     config = TuneConfig.from_params(tune_params)
-    methods = tuned_methods(tune_params, benchmark_params)
     metrics = config.trial_metrics(leaderboard_columns(benchmark_params))
     check_metrics(metrics, evaluation_sets, parameter="tune.metrics")
     RetainReference(**retain_reference).check_holds(metrics)
     evaluated = {**evaluate_params, "metrics": metrics}
-    method_params = {
-        name: {**method_parameters(unlearn_params, benchmark_params["methods"][name], None, name),
-               "pairing": templates_params["pairing"]}
-        for name in methods
-    }  # fmt: skip
+    method_params = tuned_method_parameters(tune_params, benchmark_params, unlearn_params, templates_params["pairing"])
     data = TrialData(
         start=original_model,
         forget_templates=forget_templates,
@@ -116,6 +125,7 @@ def tune_report(
             for t in records
         ]
     )  # fmt: skip
-    logger.info("tune report: %d trials from workers %s", len(every_trial),
-                sorted(set(every_trial.get("worker", pd.Series(dtype=str)).dropna())))  # fmt: skip
+    logger.info("tune report: %d trials from workers %s; the latest worker (%s) ran %d of them", len(every_trial),
+                sorted(set(every_trial.get("worker", pd.Series(dtype=str)).dropna())),
+                tune_worker_summary.get("worker"), len(tune_worker_summary.get("trials", [])))  # fmt: skip
     return table, markdown, figure, every_trial, table, markdown, figure
