@@ -13,8 +13,9 @@ import pytest  # noqa: E402
 
 from flat_pipeline.data.world import WorldConfig, generate_world  # noqa: E402
 
-# a fresh copy of the project for KedroSession runs, and one after a benchmark run shared by the tests that read it
-from tests.kedro_runs import benchmarked_project, project  # noqa: E402, F401
+# a fresh copy of the project for KedroSession runs, and copies after a default run and after a benchmark run, shared
+# by the tests that read them
+from tests.kedro_runs import benchmarked_project, default_run_project, project  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -42,15 +43,43 @@ def project(tmp_path, monkeypatch):
     return target
 
 
+def clone_project(source: Path, target: Path) -> Path:
+    """A copy of a project that has run, with its data and MLflow store, whose runs and artifacts are its own: the
+    tracking URI and the store's artifact paths are moved to `target`, so nothing logged there reaches `source`."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    mlflow_yml = target / "conf" / "base" / "mlflow.yml"
+    mlflow_yml.write_text(mlflow_yml.read_text().replace(str(source), str(target)))
+    with sqlite3.connect(target / "mlflow.db") as store:
+        for table, column in (
+            ("experiments", "artifact_location"),
+            ("runs", "artifact_uri"),
+            ("logged_models", "artifact_location"),
+        ):
+            store.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(source), str(target)))
+    store.close()
+    bootstrap_project(target)
+    return target
+
+
 @pytest.fixture(scope="session")
-def benchmarked_project(tmp_path_factory):
-    """A copy of the project after `kedro run` and `kedro run --pipelines benchmark` in the test environment, made
-    once for every test that reads a benchmark's outputs (catalog, MLflow runs, the notebook). Tests must not run
-    further pipelines in it."""
-    target = copy_project(tmp_path_factory.mktemp("benchmarked") / "project")
+def default_run_project(tmp_path_factory):
+    """A copy of the project after `kedro run` in the test environment (the original, retain and unlearned models,
+    their evaluations, one MLflow run), made once. Tests only read it; one that runs more works on a `clone_project`."""
+    target = copy_project(tmp_path_factory.mktemp("default_run") / "project")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(target)
-        run_session(target, ["__default__"])  # the original and retain models and the retain reference
+        run_session(target, ["__default__"])
+    return target
+
+
+@pytest.fixture(scope="session")
+def benchmarked_project(default_run_project, tmp_path_factory):
+    """A clone of `default_run_project` after `kedro run --pipelines benchmark` (it reuses that run's original and
+    retain models and retain reference), made once for every test that reads a benchmark's outputs (catalog, MLflow
+    runs, the notebook). Tests must not run further pipelines in it."""
+    target = clone_project(default_run_project, tmp_path_factory.mktemp("benchmarked") / "project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(target)
         run_session(target, ["benchmark"])
     return target
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from kedro.framework.startup import bootstrap_project
 
 from flat_pipeline.tuning import TuneConfig, open_storage, study_name, trial_records
 
-from .kedro_runs import run_session
+from .kedro_runs import clone_project, run_session
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +29,7 @@ N_TRIALS, SEEDS = 3, [1, 2]
 def tuned_project(benchmarked_project, tmp_path_factory):
     """A copy of the benchmarked project (models, evaluations, MLflow store), tuned by two worker processes started
     together, then reported."""
-    target = tmp_path_factory.mktemp("tuned") / "project"
-    shutil.copytree(benchmarked_project, target, ignore=shutil.ignore_patterns("__pycache__"))
-    mlflow_yml = target / "conf" / "base" / "mlflow.yml"
-    mlflow_yml.write_text(mlflow_yml.read_text().replace(str(benchmarked_project), str(target)))
+    target = clone_project(benchmarked_project, tmp_path_factory.mktemp("tuned") / "project")
     kedro = Path(sys.executable).parent / "kedro"
     workers = [
         subprocess.Popen(
@@ -49,7 +44,6 @@ def tuned_project(benchmarked_project, tmp_path_factory):
     outputs = [worker.communicate(timeout=900)[0].decode() for worker in workers]
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, output[-4000:]
-    bootstrap_project(target)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(target)
         run_session(target, ["tune_report"])

@@ -177,12 +177,13 @@ def test_a_finetune_below_its_exact_match_floor_fails(tiny_model_dir, qa_rows):
         finetune_from_params(qa_rows, None, model, {**params, "min_train_exact_match": 1.5})
 
 
-def test_only_the_default_world_sets_an_exact_match_floor():
+def test_only_the_embedded_worlds_set_an_exact_match_floor():
     def floor(env):
         return yaml.safe_load((CONF / env / "parameters_finetune.yml").read_text())["finetune"]
 
     assert floor("base")["min_train_exact_match"] == 0.8
-    for env in ("test", "tofu", "muse_news", "muse_books", "hp"):
+    assert floor("test")["min_train_exact_match"] == 0.8  # the 20-author test world memorises too
+    for env in ("tofu", "muse_news", "muse_books", "hp"):
         assert "min_train_exact_match" in floor(env) and floor(env)["min_train_exact_match"] is None
 
 
