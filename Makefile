@@ -42,8 +42,11 @@ compat-env: $(COMPAT_STAMP)
 run: $(STAMP)
 	$(BIN)/kedro run $(ARGS)
 
+# Two pytest-xdist workers, one per core (each test's torch uses one thread); TEST_WORKERS=0 runs in one process.
+# loadgroup keeps the tests that read one shared Kedro run on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP) $(COMPAT_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs

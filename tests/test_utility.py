@@ -120,6 +120,23 @@ def test_a_harness_that_cannot_start_reports_every_task_not_run(bundle, monkeypa
     assert result.not_run == {"boolq": "FileNotFoundError: no task folder"}
 
 
+def test_the_task_index_is_built_once_per_include_path(bundle, monkeypatch, tmp_path):
+    """Indexing lm-eval's task YAMLs takes seconds; the three evaluations of one run share one index."""
+    import lm_eval.tasks
+
+    built = []
+
+    class CountingTaskManager:
+        def __init__(self, include_path=None):
+            built.append(include_path)
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", CountingTaskManager)
+    for include_path in (str(tmp_path), str(tmp_path), None, None):
+        result = lm_eval_utility(bundle, LmEvalConfig(tasks=["boolq"], include_path=include_path))
+        assert set(result.not_run) == {"boolq"}  # the counting stand-in knows no task
+    assert built == [str(tmp_path), None]
+
+
 def test_average_accuracy_follows_flat_and_skips_generative_truthfulqa():
     metrics = {
         "lm_eval/boolq/acc": 0.6,

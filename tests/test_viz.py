@@ -22,6 +22,9 @@ from flat_pipeline.io import BenchmarkSourceDataset, HFModelDataset, JSONDataset
 from flat_pipeline.pipelines.benchmark.pipeline import BENCHMARK_METHODS, SHARED, summary_of
 from tests.kedro_runs import copy_project
 
+# one `kedro viz build` (the module's fixture) per test session, not one per pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("viz")
+
 # conf/base/catalog.yml's layers, in the order the data flows (the folder numbers 01_raw ... 08_reporting)
 LAYERS = ["raw", "intermediate", "primary", "model_input", "models", "model_output", "reporting"]
 TAGS = {"data", "train", "unlearn", "evaluate", "report"}

@@ -9,6 +9,7 @@ the reason, and the others still run. Tasks can read local copies of their data 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -73,6 +74,13 @@ def average_accuracy(metrics: Mapping[str, float]) -> float | None:
     return sum(accuracies) / len(accuracies) if accuracies else None
 
 
+@functools.lru_cache(maxsize=8)
+def _task_manager(manager_class: type, include_path: str | None) -> Any:
+    """One task index per process and include_path: building it reads lm-eval's thousands of task YAMLs (about 14 s on
+    2 cores), which the retain, original and unlearned evaluations of one run would otherwise each pay."""
+    return manager_class(include_path=include_path)
+
+
 def lm_eval_utility(bundle: ModelBundle, config: LmEvalConfig) -> UtilityResult:
     """Run each configured lm-eval task on the loaded model; a task that cannot run is reported, not raised."""
     result = UtilityResult()
@@ -88,7 +96,7 @@ def lm_eval_utility(bundle: ModelBundle, config: LmEvalConfig) -> UtilityResult:
         return result
     try:
         model = HFLM(pretrained=bundle.model, tokenizer=bundle.tokenizer, batch_size=config.batch_size)
-        manager = TaskManager(include_path=config.include_path)
+        manager = _task_manager(TaskManager, config.include_path)
     except Exception as error:  # e.g. an include_path that is not a folder of task YAMLs
         result.not_run = dict.fromkeys(config.tasks, f"{type(error).__name__}: {error}"[:300])
         logger.warning("utility tasks %s not run: %s", config.tasks, error)
