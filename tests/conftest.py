@@ -17,15 +17,13 @@ from flat_pipeline.data.world import WorldConfig, generate_world  # noqa: E402
 # by the tests that read them
 from tests.kedro_runs import benchmarked_project, default_run_project, project  # noqa: E402, F401
 
-# The session fixtures after a full Kedro run (minutes to build); `make test` runs the suite on two pytest-xdist
-# workers, and each worker builds its own session fixtures, so the tests that read them all go to one worker.
-SHARED_RUNS = {"default_run_project", "benchmarked_project", "tuned_project"}
-
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
+    """`make test` runs two pytest-xdist workers, each with its own session fixtures: every test that needs the shared
+    default run (minutes to build; the benchmarked and tuned projects are clones of it) goes to one worker."""
     for item in items:
-        if SHARED_RUNS & set(getattr(item, "fixturenames", ())):
+        if "default_run_project" in getattr(item, "fixturenames", ()):  # the fixture closure: clones included
             item.add_marker(pytest.mark.xdist_group("shared_runs"))
 
 
