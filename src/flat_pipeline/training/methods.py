@@ -9,23 +9,43 @@ summed answer-token log-probability of one sequence.
 A step function takes `(model, batch, reference, config)` and returns `(loss, logs)`, where `batch` holds `forget_*`,
 `template_*` and `retain_*` tensors (`input_ids`, `attention_mask`, `labels`) as the method needs, and `logs` maps
 names to detached scalars averaged into the training log.
+
+Two baselines average differently in their papers and in open-unlearning; `UnlearnConfig.loss_form` picks the form
+(`LOSS_FORMS`). Every other method computes the same loss in both.
+
+- `kl` (TOFU, Maini et al. 2024, §4 "KL minimization"): forget term -NLL_f; retain term
+  `paper`: (1/|R|) Σ_s (1/|s|) Σ_i KL(π_ref(·|s_<i) ‖ π_θ(·|s_<i)), a per-sequence mean over the answer tokens s
+  of each retain sequence, then the mean over sequences;
+  `open_unlearning`: the same KL summed over every position of the padded retain batch (prompt, answer, padding and
+  the last position) and divided by B·L, as its GradDiff with `retain_loss_type: KL` computes it.
+- `rmu` (WMDP, Li et al. 2024, §5 "RMU"): forget term (1/|F|) Σ_x (1/L_x) Σ_t ‖h_θ(t) − c·u‖², retain term
+  (1/|R|) Σ_x (1/L_x) Σ_t ‖h_θ(t) − h_ref(t)‖², with h the output of one decoder layer at the answer tokens t.
+  `paper`: that per-sequence mean, with the squared distance averaged over hidden units as the paper's released code
+  does (it only rescales c² and the weights by the width);
+  `open_unlearning`: mean_j(S_j)·mean_i(1/n_i), with S_j the sum of sequence j's distances and n_i its answer length:
+  its `compute_activation_loss` divides a [B] tensor by a [B, 1] one. It equals the paper's form only when every
+  sequence of a side has the same length.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from flat_pipeline.config import ParameterError
 from flat_pipeline.losses import code_compat_flat_loss, dpo_loss, flat_loss, npo_loss, sequence_scores, simnpo_loss
 from flat_pipeline.prompts import IGNORE_INDEX
 from flat_pipeline.scoring import answer_logits, token_logprobs
 
 Batch = Mapping[str, torch.Tensor]
 StepResult = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+LOSS_FORMS = ("paper", "open_unlearning")
 
 
 def side(batch: Batch, name: str) -> dict[str, torch.Tensor]:
@@ -93,17 +113,33 @@ def gd_step(model: Any, batch: Batch, reference: Any, config: Any) -> StepResult
     return -config.forget_weight * nll + retain, {"forget_nll": nll.detach(), **logs}
 
 
-def kl_step(model: Any, batch: Batch, reference: Any, config: Any) -> StepResult:
-    """Gradient ascent on forget answers plus KL(reference || model) per retain answer token."""
-    nll = answer_nll(model, side(batch, "forget"))
-    inputs = side(batch, "retain")
-    logits, targets = answer_logits(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+def _kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """KL(reference ‖ model) at each position, `(..., vocab)` logits in, `(...)` out."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    log_ref = torch.log_softmax(reference_logits.float(), dim=-1)
+    return F.kl_div(log_p, log_ref, log_target=True, reduction="none").sum(-1)
+
+
+def retain_kl(model: Any, reference: Any, inputs: Mapping[str, torch.Tensor], form: str) -> torch.Tensor:
+    """The retain side's KL(reference ‖ model) in `form` (module docstring)."""
+    ids, attention = inputs["input_ids"], inputs["attention_mask"]
+    if form == "open_unlearning":
+        logits = model(input_ids=ids, attention_mask=attention).logits
+        with torch.no_grad():
+            reference_logits = reference(input_ids=ids, attention_mask=attention).logits
+        return _kl_to_reference(logits, reference_logits).mean()
+    logits, targets = answer_logits(model, ids, attention, inputs["labels"])
     with torch.no_grad():
-        ref_logits, _ = answer_logits(reference, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
-    mask = targets != IGNORE_INDEX
-    log_p = torch.log_softmax(logits[mask].float(), dim=-1)
-    log_ref = torch.log_softmax(ref_logits[mask].float(), dim=-1)
-    kl = F.kl_div(log_p, log_ref, log_target=True, reduction="batchmean")
+        reference_logits, _ = answer_logits(reference, ids, attention, inputs["labels"])
+    mask = (targets != IGNORE_INDEX).float()
+    per_token = _kl_to_reference(logits, reference_logits) * mask
+    return (per_token.sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+
+
+def kl_step(model: Any, batch: Batch, reference: Any, config: Any) -> StepResult:
+    """Gradient ascent on forget answers plus KL(reference ‖ model) on retain answers."""
+    nll = answer_nll(model, side(batch, "forget"))
+    kl = retain_kl(model, reference, side(batch, "retain"), config.loss_form)
     return -config.forget_weight * nll + config.retain_weight * kl, {
         "forget_nll": nll.detach(),
         "retain_kl": kl.detach(),
@@ -145,30 +181,65 @@ def idk_nll_step(model: Any, batch: Batch, reference: Any, config: Any) -> StepR
     return config.forget_weight * nll + retain, {"template_nll": nll.detach(), **logs}
 
 
-def _hidden_states(model: Any, inputs: Mapping[str, torch.Tensor], layer: int) -> torch.Tensor:
-    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True)
-    return out.hidden_states[layer]
+def decoder_layer(model: Any, index: int, parameter: str = "unlearn.rmu_layer") -> torch.nn.Module:
+    """Decoder layer `index` (0-based, open-unlearning's `model.layers.<index>`), found by name so that LoRA and
+    other wrappers (`base_model.model.model.layers.<index>`) work too."""
+    layers = [module for name, module in model.named_modules() if re.search(r"(^|\.)layers\.\d+$", name)]
+    if not 0 <= index < len(layers):
+        raise ParameterError(
+            f"parameter {parameter}: expected a decoder layer index from 0 to {len(layers) - 1} (this model has "
+            f"{len(layers)} layers; open-unlearning's numbering, the output of model.layers.<index>), got {index}"
+        )
+    return layers[index]
+
+
+def layer_output(model: Any, inputs: Mapping[str, torch.Tensor], layer: int) -> torch.Tensor:
+    """The hidden states that decoder layer `layer` outputs, caught with a forward hook as open-unlearning does."""
+    caught: list[torch.Tensor] = []
+
+    def catch(module: Any, args: Any, output: Any) -> None:
+        caught.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = decoder_layer(model, layer).register_forward_hook(catch)
+    try:
+        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    finally:
+        handle.remove()
+    return caught[0]
+
+
+def activation_distance(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, form: str) -> torch.Tensor:
+    """RMU's mean squared distance of `(B, L, H)` hidden states to `target` at the `(B, L)` masked tokens, in `form`
+    (module docstring)."""
+    mask = mask.float()
+    per_token = (hidden.float() - target.float()).pow(2).mean(-1) * mask
+    lengths = mask.sum(1).clamp(min=1.0)
+    if form == "open_unlearning":
+        return per_token.sum(1).mean() * (1.0 / lengths).mean()
+    return (per_token.sum(1) / lengths).mean()
 
 
 def rmu_step(model: Any, batch: Batch, reference: Any, config: Any) -> StepResult:
-    """RMU: steer the forget answers' hidden states at one layer towards a fixed random direction (scaled by
-    `steering_coeff`) and keep the retain answers' hidden states at the reference model's."""
-    layer = config.rmu_layer
-    forget = side(batch, "forget")
-    hidden = _hidden_states(model, forget, layer)
+    """RMU: steer the forget answers' hidden states after decoder layer `rmu_layer` towards a fixed random direction
+    (scaled by `steering_coeff`) and keep the retain answers' hidden states at the reference model's."""
+    forget, retain = side(batch, "forget"), side(batch, "retain")
+    hidden = layer_output(model, forget, config.rmu_layer)
     generator = torch.Generator().manual_seed(config.seed)
     direction = torch.rand(hidden.shape[-1], generator=generator).to(hidden.device, hidden.dtype)
     target = config.steering_coeff * direction / direction.norm()
-    forget_mask = forget["labels"] != IGNORE_INDEX
-    forget_loss = F.mse_loss(hidden[forget_mask].float(), target.float().expand(int(forget_mask.sum()), -1))
-    retain = side(batch, "retain")
-    retain_mask = retain["labels"] != IGNORE_INDEX
-    retain_hidden = _hidden_states(model, retain, layer)[retain_mask]
+    forget_loss = activation_distance(hidden, target, forget["labels"] != IGNORE_INDEX, config.loss_form)
+    retain_hidden = layer_output(model, retain, config.rmu_layer)
     with torch.no_grad():
-        reference_hidden = _hidden_states(reference, retain, layer)[retain_mask]
-    retain_loss = F.mse_loss(retain_hidden.float(), reference_hidden.float())
+        reference_hidden = layer_output(reference, retain, config.rmu_layer)
+    retain_loss = activation_distance(
+        retain_hidden, reference_hidden, retain["labels"] != IGNORE_INDEX, config.loss_form
+    )
     loss = config.forget_weight * forget_loss + config.retain_weight * retain_loss
     return loss, {"forget_mse": forget_loss.detach(), "retain_mse": retain_loss.detach()}
+
+
+def check_rmu_model(model: Any, config: Any) -> None:
+    decoder_layer(model, config.rmu_layer, f"{config.block}.rmu_layer")
 
 
 @dataclass(frozen=True)
@@ -179,6 +250,14 @@ class Method:
     needs_retain: bool
     needs_reference: bool
     needs_templates: bool
+    # the method's own values of the shared settings a config leaves unset (None): beta, delta, forget_weight
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    # checks the settings against the model before training starts (RMU: the layer exists)
+    check_model: Callable[[Any, Any], None] | None = None
+
+
+# Used for a shared setting that neither the config nor the method's own defaults set.
+SHARED_DEFAULTS = {"beta": 0.1, "delta": 0.0, "forget_weight": 1.0}
 
 
 METHODS: dict[str, Method] = {
@@ -187,8 +266,17 @@ METHODS: dict[str, Method] = {
     "gd": Method(gd_step, needs_retain=True, needs_reference=False, needs_templates=False),
     "kl": Method(kl_step, needs_retain=True, needs_reference=True, needs_templates=False),
     "npo": Method(npo_step, needs_retain=True, needs_reference=True, needs_templates=False),
-    "simnpo": Method(simnpo_step, needs_retain=True, needs_reference=False, needs_templates=False),
+    # SimNPO's own beta, delta and gamma (Fan et al. 2024, as open-unlearning ships them), not NPO's beta 0.1
+    "simnpo": Method(
+        simnpo_step,
+        needs_retain=True,
+        needs_reference=False,
+        needs_templates=False,
+        defaults={"beta": 4.5, "delta": 0.0, "forget_weight": 0.125},
+    ),
     "idk_dpo": Method(idk_dpo_step, needs_retain=True, needs_reference=True, needs_templates=True),
     "idk_nll": Method(idk_nll_step, needs_retain=True, needs_reference=False, needs_templates=True),
-    "rmu": Method(rmu_step, needs_retain=True, needs_reference=True, needs_templates=False),
+    "rmu": Method(
+        rmu_step, needs_retain=True, needs_reference=True, needs_templates=False, check_model=check_rmu_model
+    ),
 }

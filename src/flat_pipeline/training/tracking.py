@@ -88,6 +88,18 @@ def curves_callback(job: str | None) -> Any:
     return TrainingCurves()
 
 
+def log_method_defaults(params: Mapping[str, Any], resolved: Mapping[str, Any]) -> None:
+    """Log as `unlearn.<name>` the method's own values of the settings that `params` leave out (SimNPO's beta 4.5),
+    so that MLflow shows what ran; nothing without a run."""
+    run_id = active_run_id()
+    unset = {f"unlearn.{name}": str(value) for name, value in resolved.items() if name not in params}
+    if run_id is not None and unset:
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        MlflowClient().log_batch(run_id, params=[Param(key, value) for key, value in unset.items()], synchronous=True)
+
+
 def flatten(params: Mapping[str, Any], prefix: str) -> dict[str, str]:
     """`{"unlearn.learning_rate": "1e-05", "unlearn.lora.enabled": "False", ...}`, as kedro-mlflow flattens."""
     flat: dict[str, str] = {}

@@ -41,7 +41,7 @@ from flat_pipeline.training.common import (
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
 from flat_pipeline.training.guards import check_trained_model, first_rows, guarded_trainer
-from flat_pipeline.training.methods import METHODS, Method
+from flat_pipeline.training.methods import LOSS_FORMS, METHODS, SHARED_DEFAULTS, Method
 from flat_pipeline.training.tracking import curves_callback
 from flat_pipeline.training.trajectory import Trajectory, TrajectoryConfig
 
@@ -58,12 +58,13 @@ class UnlearnConfig:
     score: str = "logprob"  # prob: the paper's mean token probability; logprob: mean token log-probability
     code_compat: bool = False  # the reference code's batch-level probability score (flat.md §1.3)
     pairing: str = "resample"  # fixed | resample: which template candidate each epoch trains on
-    # baselines (open-unlearning's defaults)
-    forget_weight: float = 1.0  # gamma
+    # baselines; None: the method's own value (`Method.defaults`, else `SHARED_DEFAULTS`)
+    loss_form: str = "paper"  # paper | open_unlearning: how kl and rmu average (methods.py docstring)
+    forget_weight: float | None = None  # gamma: 1, SimNPO 0.125
     retain_weight: float = 1.0  # alpha
-    beta: float = 0.1  # NPO, IdkDPO; SimNPO uses 4.5
-    delta: float = 0.0  # SimNPO
-    rmu_layer: int = 1  # hidden-state index (0 = embeddings) that RMU steers
+    beta: float | None = None  # NPO, IdkDPO 0.1; SimNPO 4.5
+    delta: float | None = None  # SimNPO: 0
+    rmu_layer: int = 0  # decoder layer whose output RMU steers (open-unlearning's model.layers.<rmu_layer>)
     steering_coeff: float = 2.0  # RMU
     # optimiser
     learning_rate: float = 1e-4
@@ -95,6 +96,10 @@ class UnlearnConfig:
         check_choice(f"{block}.divergence", self.divergence, sorted(DIVERGENCES))
         check_choice(f"{block}.score", self.score, SCORES)
         check_choice("templates.pairing", self.pairing, PAIRINGS)
+        check_choice(f"{block}.loss_form", self.loss_form, LOSS_FORMS)
+        for name, shared in SHARED_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, self.spec.defaults.get(name, shared))
         if self.code_compat and self.score != "prob":
             raise ParameterError(
                 f"parameter {block}.code_compat: the reference code's form scores probabilities; set score=prob"
@@ -330,6 +335,8 @@ def _unlearn_here(
     trajectory: Trajectory | None = None,
 ) -> tuple[ModelBundle, History]:
     spec, lora = config.spec, config.lora_settings
+    if spec.check_model is not None:
+        spec.check_model(bundle.model, config)
     if lora.enabled and lora.save == "adapter" and bundle.source is None:
         raise ValueError(
             f"parameter {config.block}.lora.save: 'adapter' needs the original model loaded from a folder (the "

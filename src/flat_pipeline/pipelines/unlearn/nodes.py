@@ -10,6 +10,8 @@ from datasets import Dataset
 from flat_pipeline.evaluation import EvalSets, EvaluateConfig, RetainReference
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import PromptFormat
+from flat_pipeline.training.methods import SHARED_DEFAULTS
+from flat_pipeline.training.tracking import log_method_defaults
 from flat_pipeline.training.trajectory import Trajectory
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
@@ -54,6 +56,7 @@ def unlearn_model(
     model, CheckpointMismatch when `unlearn.output_dir` holds another training's checkpoints.
     """
     config = UnlearnConfig.from_params({**unlearn_params, "pairing": templates_params["pairing"]})
+    log_method_defaults(unlearn_params, {name: getattr(config, name) for name in SHARED_DEFAULTS})
     # one line that says what this run trains with (divergence and score matter to FLAT only)
     logger.info(
         "unlearn starts: method=%s divergence=%s score=%s learning_rate=%g epochs=%g batch_size=%d",
