@@ -191,3 +191,30 @@ def test_run_environment_is_the_env_given_or_the_default_run_env(env, expected):
     context = SimpleNamespace(env=env, config_loader=SimpleNamespace(base_env="base", default_run_env="local"))
 
     assert run_environment(context) == expected
+
+
+def test_a_ctrl_c_in_a_notebook_cell_ends_the_run_killed_when_the_cell_ends(project, monkeypatch):
+    """In IPython a KeyboardInterrupt stops the cell, not the process: no atexit handler runs, and the run must not
+    stay RUNNING (nor on mlflow's run stack, where the next pipeline would reuse it)."""
+    import mlflow
+    from IPython.core.interactiveshell import InteractiveShell
+    from kedro.pipeline import Node
+
+    def interrupted(self, inputs=None):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the node runs
+        time.sleep(60)
+
+    monkeypatch.setattr(Node, "run", interrupted)
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns.update(run_session=run_session, project=project)
+        result = shell.run_cell("run_session(project, ['data_prep'])")
+        left_active = mlflow.active_run() is not None
+        while mlflow.active_run():  # keep a failure here from leaking the run into later tests
+            mlflow.end_run()
+    finally:
+        InteractiveShell.clear_instance()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    (run,) = all_runs(project).values()
+    assert run.info.status == "KILLED"
+    assert not left_active

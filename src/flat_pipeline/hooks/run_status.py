@@ -9,7 +9,9 @@ does kill -9. This hook:
   an atexit handler that runs before mlflow's (a run left in progress without a signal ends FAILED);
 - tags every run it guards with this process's host, id and start time, and at each start marks FAILED the RUNNING
   runs of this host whose process is gone (kill -9, power loss);
-- tags every run with the Kedro environment it ran in (`kedro_env`).
+- tags every run with the Kedro environment it ran in (`kedro_env`);
+- in IPython (a notebook, `kedro ipython`), where a Ctrl-C stops the cell but not the process, ends the interrupted
+  run KILLED as soon as the cell ends, and a run an earlier pipeline of the process left open before the next starts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Generator
 from types import FrameType
@@ -137,6 +140,7 @@ class RunStatusHook:
         self._received_signal: int | None = None
         self._previous_handlers: dict[int, SignalHandler] = {}
         self._exit_handler_registered = False
+        self._watched_shell: Any = None  # the IPython shell whose cells end unfinished runs
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
@@ -146,11 +150,15 @@ class RunStatusHook:
     def before_pipeline_run(self, run_params: dict[str, Any]) -> Generator[None, Any, Any]:
         # A wrapper: the code after `yield` runs after every other before_pipeline_run, kedro-mlflow's (which
         # starts the run) included, and sees their exceptions, which Kedro's on_pipeline_error never gets.
-        self._finish_pipeline()  # forget an earlier pipeline of this process that never got to end (in a notebook)
+        # An earlier pipeline of this process that never got to end (a KeyboardInterrupt caught around session.run):
+        # its run is ended before kedro-mlflow starts the next, which would otherwise reuse it as an outer run.
+        self._end_unfinished_run()
+        self._finish_pipeline()
         if not self._exit_handler_registered:
             # Registered after mlflow's own (imported with this module), so it runs first at exit.
             atexit.register(self._end_unfinished_run)
             self._exit_handler_registered = True
+        self._watch_ipython_cells()
         self._install_signal_handlers()
         outer_run = mlflow.active_run()  # a run opened before `kedro run`: kedro-mlflow reuses it, its owner ends it
         try:
@@ -195,6 +203,15 @@ class RunStatusHook:
             fail_runs_of_dead_processes(socket.gethostname())
         except MlflowException as error:  # the bookkeeping of older runs must not stop this one
             logger.warning("Could not look for MLflow runs left RUNNING by dead processes: %s", error)
+
+    def _watch_ipython_cells(self) -> None:
+        """In IPython, end a run that its cell left open (Ctrl-C stops the cell, the process lives on) when the cell
+        ends; a finished pipeline has already cleared its run."""
+        ipython_module = sys.modules.get("IPython")  # never imported for a plain `kedro run`
+        shell = ipython_module.get_ipython() if ipython_module is not None else None
+        if shell is not None and shell is not self._watched_shell:
+            shell.events.register("post_run_cell", lambda result: self._end_unfinished_run())
+            self._watched_shell = shell
 
     def _finish_pipeline(self) -> None:
         self._restore_signal_handlers()
