@@ -22,7 +22,7 @@ from flat_pipeline.evaluation import (
 )
 from flat_pipeline.metrics import tofu
 from flat_pipeline.models.loading import load_causal_lm
-from flat_pipeline.prompts import encode_example
+from flat_pipeline.prompts import PromptFormat, encode_example, format_prompt
 from flat_pipeline.scoring import score_answers
 
 FAST = EvaluateConfig(max_new_tokens=12, completion_prompt_words=10, completion_max_new_tokens=12, knowmem_items=5)
@@ -103,7 +103,8 @@ def test_raw_text_sets_are_scored_whole_for_the_membership_attacks(bundle, bench
 
 def test_every_registered_metric_is_computed_and_the_retain_model_is_its_own_reference(retain_run):
     summary, _, reference = retain_run
-    assert set(summary) == set(METRICS)
+    assert set(summary) == {*METRICS, "log10_forget_quality", "es_em_skipped_items"}  # reported with their metrics
+    assert summary["es_em_skipped_items"] == 0  # `separate` tokenization: every prompt is a token prefix
     assert summary["forget_quality"] == pytest.approx(1.0)
     assert summary["privleak"] == pytest.approx(0.0, abs=1e-6)
     assert 0 <= summary["model_utility"] <= 1  # a random model answers no real-authors question: a zero component
@@ -180,3 +181,39 @@ def test_unknown_metric_or_missing_set_fails_before_any_model_work(sets):
         ValueError, match=r"evaluate.settings.max_new_token: unknown key \(did you mean 'max_new_tokens'\?\)"
     ):
         EvaluateConfig.from_params({"max_new_token": 3})
+
+
+def test_extraction_metrics_leave_out_items_whose_prompt_is_not_a_token_prefix(bundle, benchmark):
+    """`whole` tokenization with the space in the prompt: our GPT-2-style BPE merges that space with the answer's first
+    word, so the prompt tokenised alone is not a token prefix and the labels start one token late. ES and EM leave
+    those items out; the item table says which, the summary how many. An answer that starts with a space of its own
+    keeps the prompt's space a token apart: those items are aligned and counted."""
+    prompt = PromptFormat(boundary="prompt", tokenization="whole")
+    rows = benchmark["forget10_perturbed"].select(range(6))
+    answers = [f" {a}" if i in (1, 4) else a for i, a in enumerate(rows["answer"])]
+    rows = rows.remove_columns("answer").add_column("answer", answers)
+    tokenizer = bundle.tokenizer
+    aligned = []
+    for question, answer in zip(rows["question"], answers, strict=True):
+        alone = tokenizer(format_prompt(question, prompt))["input_ids"]
+        aligned.append(tokenizer(format_prompt(question, prompt) + answer)["input_ids"][: len(alone)] == alone)
+    assert aligned[1] and aligned[4] and aligned.count(False) >= 2
+    names = ["extraction_strength", "exact_memorization", "forget_Q_A_Prob"]
+    summary, ctx = evaluate_model(bundle, {"forget": rows}, names, FAST, prompt=prompt)
+    forget = [r for r in item_table(ctx) if r["set"] == "forget"]
+    assert [r["es_em_skipped"] for r in forget] == [not a for a in aligned]
+    assert summary["es_em_skipped_items"] == aligned.count(False)
+    for name in ("extraction_strength", "exact_memorization"):
+        assert [r[name] is None for r in forget] == [not a for a in aligned]
+        kept = [r[name] for r in forget if r[name] is not None]
+        assert summary[name] == pytest.approx(sum(kept) / len(kept))
+    # every item is still scored for the other metrics
+    assert all(r["Q_A_Prob"] is not None for r in forget)
+
+
+def test_forget_quality_is_summarised_on_a_log10_scale_too(bundle, sets, retain_run):
+    """forget_quality spans 1e-120 to 1, which a linear chart shows as 0.00: its log10 is reported beside it."""
+    _, _, reference = retain_run
+    summary, _ = evaluate_model(bundle, sets, ["forget_quality"], FAST, reference=reference)
+    assert set(summary) == {"forget_quality", "log10_forget_quality"}
+    assert summary["log10_forget_quality"] == pytest.approx(math.log10(summary["forget_quality"]))

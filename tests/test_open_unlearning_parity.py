@@ -4,7 +4,10 @@ for them. Evaluated through our data_prep and evaluate nodes with the phi-1_5 fo
 encodes it, every aggregate agrees within 1e-5 (Q_A_Prob aggregates 2e-5: the reference's batched float32 sits
 6-8e-6 above a float64 recomputation), every per-item value we also compute within the same bounds, and every
 greedy generation is identical. A per-item truth ratio far above 1 (13.13 for one item) carries float32 noise in
-proportion, hence the relative 1e-5 beside the absolute bounds."""
+proportion, hence the relative 1e-5 beside the absolute bounds.
+
+The fixture's tokenizer never merges across the prompt/answer boundary, so the last tests add a tokenizer that does
+and check labels and the zlib attack against open-unlearning's recipe (its code, as spec §8 and the README state it)."""
 
 from __future__ import annotations
 
@@ -151,3 +154,94 @@ def test_without_a_retain_reference_privleak_uses_open_unlearnings_default(evalu
     from flat_pipeline.metrics.mia import privleak
 
     assert privleak(retain_report["metrics"]["mia_min_k"], None) == pytest.approx(summary["privleak"], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- the prompt/answer boundary
+
+
+def _open_unlearning_encoding(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """open-unlearning's ids and labels for phi-1_5's template (spec §8, the fixture README): prompt + answer
+    tokenised as one string, eos appended, and as many leading positions masked as the prompt alone has tokens."""
+    prompt = f"Question: {question}\nAnswer: "
+    ids = tokenizer(prompt + answer, add_special_tokens=True)["input_ids"]
+    ids = ids if ids[-1] == tokenizer.eos_token_id else [*ids, tokenizer.eos_token_id]
+    masked = len(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    return ids, [-100] * masked + ids[masked:]
+
+
+@pytest.fixture(scope="module")
+def boundary_tokenizer():
+    """The boundary case the fixture's models cannot show: their tokenizer splits whitespace off before BPE and has no
+    merge with a space, so a prompt's tokens are always a prefix of prompt + answer and `whole` cannot be told from
+    `separate`. A GPT-2-style byte-level BPE trained on the fixture's texts attaches the prompt's trailing space to the
+    answer's first word, as phi-1_5's and Llama-3's tokenizers do."""
+    from flat_pipeline.models.tokenizer import train_bpe_tokenizer
+
+    texts = [
+        f"Question: {row['question']}\nAnswer: {row['answer']}"
+        for split in ("full", "holdout10")
+        for row in map(json.loads, (FIXTURE / "data" / f"{split}.json").read_text().splitlines())
+    ]
+    return train_bpe_tokenizer(texts, vocab_size=600)
+
+
+def test_whole_gives_open_unlearnings_labels_and_separate_other_ones_where_the_bpe_merges_at_the_boundary(
+    evaluated, boundary_tokenizer
+):
+    from flat_pipeline.prompts import PromptFormat, encode_example
+
+    whole = PromptFormat(**MODEL["prompt"])
+    separate = PromptFormat(**{**MODEL["prompt"], "tokenization": "separate"})
+    merged = 0
+    for set_name in ("forget", "holdout"):
+        for row in evaluated["sets"][set_name]:
+            ids, labels = _open_unlearning_encoding(boundary_tokenizer, row["question"], row["answer"])
+            ours = encode_example(boundary_tokenizer, row["answer"], row["question"], whole)
+            assert (ours.input_ids, ours.labels) == (ids, labels)
+            merged += encode_example(boundary_tokenizer, row["answer"], row["question"], separate).labels != labels
+    assert merged >= 8, f"only {merged} of 16 answers merge with the prompt's space: whole and separate agree"
+
+
+def test_zlib_compresses_the_text_of_the_scored_tokens_where_the_boundary_merges(evaluated, boundary_tokenizer):
+    """open-unlearning's zlib attack divides the mean NLL of the scored labels by the zlib length of their decoded
+    text (skip_special_tokens, so the eos is not in it). Where `whole` masks the answer's first token, that text lacks
+    the first word, and compressing the answer as written gives other scores and another AUC. A tiny random model
+    reads this tokenizer (open-unlearning's models read the fixture's), so the reference is its recipe, recomputed."""
+    import zlib
+
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from flat_pipeline.evaluation import EvaluateConfig, evaluate_model
+    from flat_pipeline.models.llama import build_llama
+    from flat_pipeline.models.loading import ModelBundle
+    from flat_pipeline.prompts import PromptFormat
+
+    tokenizer = boundary_tokenizer
+    model = build_llama(tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2).eval()
+    sets = {name: evaluated["sets"][name] for name in ("forget", "holdout")}
+    summary, ctx = evaluate_model(
+        ModelBundle(model, tokenizer), sets, ["mia_loss", "mia_zlib"], EvaluateConfig(),
+        prompt=PromptFormat(**MODEL["prompt"]),
+    )  # fmt: skip
+    expected: dict[str, list[float]] = {}
+    losses: dict[str, list[float]] = {}
+    first_word_masked = 0
+    for name, rows in sets.items():
+        expected[name], losses[name] = [], []
+        for row in rows:
+            ids, labels = _open_unlearning_encoding(tokenizer, row["question"], row["answer"])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].double(), -1)
+            scored = [(t, label) for t, label in enumerate(labels[1:]) if label != -100]
+            loss = -sum(logprobs[t, label].item() for t, label in scored) / len(scored)
+            text = tokenizer.decode([label for _, label in scored], skip_special_tokens=True)
+            first_word_masked += not text.startswith(row["answer"].split()[0])
+            losses[name].append(loss)
+            expected[name].append(loss / len(zlib.compress(text.encode("utf-8"))))
+    assert first_word_masked >= 8  # the case is there: the scored text lacks the answer's first word
+    for name in sets:
+        assert ctx.items[name]["mia_loss"] == pytest.approx(losses[name], rel=1e-5), name  # the same labels scored
+        assert ctx.items[name]["mia_zlib"] == pytest.approx(expected[name], rel=1e-5), name
+    labels = [0] * len(expected["forget"]) + [1] * len(expected["holdout"])
+    assert summary["mia_zlib"] == pytest.approx(roc_auc_score(labels, expected["forget"] + expected["holdout"]))

@@ -160,6 +160,12 @@ def test_a_typo_or_bad_value_is_named(base_params, dotted, value, message, monke
     assert any(message in problem for problem in problems), problems
 
 
+def test_a_synthetic_world_beyond_its_name_pools_is_refused_before_the_run(base_params):
+    """Drawing more distinct names than the pools hold never ended (data_prep.synthetic.n_authors >= 590)."""
+    problems = parameter_problems(with_override(base_params, "data_prep.synthetic.n_authors", 600))
+    assert any("data_prep.synthetic.n_authors" in p and "can be at most 582" in p for p in problems), problems
+
+
 def test_benchmark_methods_must_match_the_pipeline(base_params):
     methods = dict(base_params["benchmark"]["methods"])
     methods.pop("npo")

@@ -97,9 +97,10 @@ def test_answer_boundary_keeps_the_prompt_an_exact_token_prefix(tokenizer, name,
     assert encoded.input_ids[:-1] == tokenizer(training_text(QUESTION, ANSWER, prompt_format))["input_ids"]
 
 
-def test_whole_tokenization_is_open_unlearnings_recipe(tokenizer, caplog):
+def test_whole_tokenization_is_open_unlearnings_recipe(tokenizer, caplog, monkeypatch):
     """open-unlearning tokenises prompt + answer as one string, appends eos, and masks as many positions as the prompt
     has tokens alone; with the space in the prompt and a GPT-2-style BPE that cut is one token off, and it warns."""
+    monkeypatch.setattr("flat_pipeline.prompts._warned_misaligned", set())  # once per process: other tests warn too
     prompt_format = PromptFormat(**OPEN_UNLEARNING)
     prompt_text = f"Question: {QUESTION}\nAnswer: "
     whole = tokenizer(prompt_text + ANSWER)["input_ids"] + [tokenizer.eos_token_id]
@@ -108,12 +109,13 @@ def test_whole_tokenization_is_open_unlearnings_recipe(tokenizer, caplog):
         encoded = encode_example(tokenizer, ANSWER, QUESTION, prompt_format)
     assert encoded.input_ids == whole
     assert encoded.labels == [IGNORE_INDEX] * len(prompt_ids) + whole[len(prompt_ids) :]
+    assert not encoded.aligned
     assert encode_prompt(tokenizer, QUESTION, prompt_format) == prompt_ids  # generation starts after the lone space
     assert prompt_ids[-1] != whole[len(prompt_ids) - 1]  # the lone space is no token of the whole string
     assert "not a token prefix" in caplog.text
     # The separate tokenization of the same boundary keeps the lone space token and never misaligns.
     separate = encode_example(tokenizer, ANSWER, QUESTION, PromptFormat(boundary="prompt"))
-    assert separate.input_ids[: separate.prompt_length] == prompt_ids
+    assert separate.input_ids[: separate.prompt_length] == prompt_ids and separate.aligned
 
 
 def test_raw_text_labels_every_token_but_bos(tokenizer):

@@ -179,6 +179,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     prompt_length: int
+    aligned: bool = True  # False: `whole` tokenization, and the prompt alone is not a token prefix of the whole
 
 
 _warned_misaligned: set[str] = set()
@@ -186,8 +187,8 @@ _warned_misaligned: set[str] = set()
 
 def _warn_misaligned(prompt: PromptFormat, question: str) -> None:
     # open-unlearning only warns here too; its numbers for such items then mask part of the answer or score a prompt
-    # token (and it reports no extraction strength or exact memorisation for them, which we still compute). Once per
-    # format and run is enough to tell the user to switch to `separate` or move the boundary.
+    # token (our extraction strength and exact memorisation leave such items out). Once per format and run is enough
+    # to tell the user to switch to `separate` or move the boundary.
     key = repr(prompt)
     if key not in _warned_misaligned:
         _warned_misaligned.add(key)
@@ -215,6 +216,7 @@ def encode_example(
     """
     prompt = prompt or PromptFormat()
     eos = tokenizer.eos_token_id
+    aligned = True
     if question is None:
         prompt_ids = _bos(tokenizer)
         ids = [*prompt_ids, *tokenizer(answer, add_special_tokens=False)["input_ids"], eos]
@@ -224,6 +226,7 @@ def encode_example(
         ids = ids if ids and ids[-1] == eos else [*ids, eos]
         if ids[: len(prompt_ids)] != prompt_ids:  # the boundary falls inside a token of the whole string
             if prompt.tokenization == "whole":
+                aligned = False
                 _warn_misaligned(prompt, question)
             else:  # the parts' own ids (a SentencePiece answer may then start with its word-boundary marker)
                 answer_ids = tokenizer(answer_text(answer, prompt), add_special_tokens=False)["input_ids"]
@@ -241,6 +244,7 @@ def encode_example(
         input_ids=ids[:prompt_length] + target,
         labels=[IGNORE_INDEX] * prompt_length + target,
         prompt_length=prompt_length,
+        aligned=aligned,
     )
 
 

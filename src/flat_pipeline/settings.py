@@ -3,9 +3,8 @@
 import sys
 import warnings
 
-from kedro.config import OmegaConfigLoader
-
 from flat_pipeline.hooks import MethodRunsHook, ModelSettingsHook, PreflightHook, RunStatusHook, RunTagsHook
+from flat_pipeline.io.config_loader import ConfigLoader
 
 # Checks before any node runs (parameters, saved inputs); the run's model.dtype / attn_implementation for every model
 # the catalog loads; then MLflow around kedro-mlflow's run: its status, its name, tags and catalog versions, and one
@@ -34,7 +33,8 @@ if not sys.stderr.isatty():
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# OmegaConfigLoader with `${params:...}`: the model entries of catalog.yml load with the run's `model` settings.
+CONFIG_LOADER_CLASS = ConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

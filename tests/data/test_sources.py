@@ -81,6 +81,22 @@ def test_hp_jsonl_files_map_to_forget_and_evaluation_splits(tmp_path):
     assert resolve_roles("hp", list(splits), "forget") == UnlearningSplits("forget", None, None)
 
 
+def test_flats_whole_hp_folder_loads_with_its_hp_qa_k_files_as_splits(tmp_path):
+    """FLAT's data/hp also holds hp_qa_{50,100,200,300}.jsonl (taken to be in hp_qa's prompt/response format):
+    copied along with the rest, they are splits of their own, not the forget set (hp_qa.jsonl)."""
+    write_jsonl(tmp_path / "hp_qa.jsonl", [{"prompt": "Continue: The boy", "response": "who lived."}])
+    write_jsonl(tmp_path / "hp.jsonl", [{"text": "Some book text."}])
+    for k in (50, 100, 200, 300):
+        write_jsonl(tmp_path / f"hp_test_qa_{k}.jsonl", [{"prompt": f"Expand on this snippet: {k}", "response": "B"}])
+        write_jsonl(tmp_path / f"hp_train_qa_{k}.jsonl", [{"prompt": f"Can you finish this: {k}", "response": "B"}])
+        write_jsonl(tmp_path / f"hp_qa_{k}.jsonl", [{"prompt": f"The boy {k}", "response": "who lived."}])
+    splits = load_source("hp", str(tmp_path))
+    assert {f"hp_qa_{k}" for k in (50, 100, 200, 300)} < set(splits)
+    assert splits["hp_qa_50"] == [{"prompt": "The boy 50", "response": "who lived."}]
+    assert splits["forget"] == [{"prompt": "Continue: The boy", "response": "who lived."}]
+    assert resolve_roles("hp", list(splits), "forget") == UnlearningSplits("forget", None, None)
+
+
 def test_muse_folders_load_with_config_prefixed_split_names(tmp_path):
     (tmp_path / "verbmem").mkdir()
     (tmp_path / "verbmem" / "forget.json").write_text(json.dumps([{"prompt": "p", "gt": "g"}]))

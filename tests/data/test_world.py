@@ -1,3 +1,4 @@
+import random
 import re
 from collections import defaultdict
 
@@ -136,3 +137,43 @@ def test_short_passages_are_the_start_of_the_full_ones(world):
 def test_too_small_world_is_refused():
     with pytest.raises(ValueError, match="n_authors"):
         WorldConfig(n_authors=1)
+
+
+# The real pools: 8 name styles of 80 last names each (and more first names) make 640 distinct authors; with the
+# default 10 % holdout, 582 members + 58 holdout authors = 640.
+def test_a_world_beyond_the_name_pools_is_refused_naming_the_largest_size():
+    WorldConfig(n_authors=582)
+    with pytest.raises(ValueError, match=r"n_authors=583 .* at most 640: n_authors can be at most 582\b"):
+        WorldConfig(n_authors=583)
+    with pytest.raises(ValueError, match=r"n_authors can be at most 615\b"):  # 615 + 25 holdout (4 %) = 640
+        WorldConfig(n_authors=620, holdout_percent=4)
+
+
+class BoundedRandom(random.Random):
+    """Fails the test instead of hanging it when names are drawn on and on."""
+
+    def choice(self, seq):
+        self.draws = getattr(self, "draws", 0) + 1
+        if self.draws > 20_000:
+            raise AssertionError("still drawing names after 20000 draws")
+        return super().choice(seq)
+
+
+def test_names_stop_at_the_capacity_of_small_pools(monkeypatch):
+    """A string that two styles or both roles share (`Lmq`) does not count: whichever name takes it first leaves the
+    other without. Style a then has 6 first names and 1 last name of its own, b 1 and 2, c 1 and 1: 3 authors are
+    always reached, whatever the draws; a 4th only by luck (a takes Lmq), so it is refused."""
+    from flat_pipeline.data import vocab, world
+
+    pools = {
+        "a": (["Ab", "Cd"], ["x", "y", "z"], ["Lm"], ["p", "q"]),
+        "b": (["Ef"], ["u"], ["No", "Pr"], ["s"]),
+        "c": (["Lm", "Zo"], ["q"], ["Kk"], ["w"]),  # first names Lmq (a last name of a) and Zoq
+    }
+    monkeypatch.setattr(vocab, "NAME_STYLES", pools)
+    with pytest.raises(ValueError, match=r"4 author names: the name pools .* make at most 3\b"):
+        world._make_names(4, BoundedRandom(0))
+    assert world.name_capacity() == 3
+    for seed in range(20):
+        names = world._make_names(3, BoundedRandom(seed))
+        assert len({word for name in names for word in name}) == 6

@@ -11,6 +11,7 @@ from flat_pipeline.metrics.tofu import (
     exact_memorization,
     extraction_strength,
     forget_quality,
+    log10_forget_quality,
     model_utility,
     prob_normalised,
     truth_ratio_closer_to_1,
@@ -72,6 +73,14 @@ def test_forget_quality_is_ks_p_value():
     assert forget_quality([0.1, 0.5, 0.9], [0.1, 0.5, 0.9]) == pytest.approx(1.0)
     # fully separated 3 vs 3: D = 1, and only 2 of the C(6,3) = 20 orderings reach it, so exact p = 2/20 = .1
     assert forget_quality([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.1, abs=1e-12)
+
+
+def test_log10_forget_quality_is_finite_down_to_a_p_value_of_0():
+    assert log10_forget_quality(1.0) == 0.0
+    assert log10_forget_quality(1e-120) == pytest.approx(-120.0)
+    # a p-value that underflowed to 0 reads as the smallest positive float (5e-324), not -inf
+    assert log10_forget_quality(0.0) == pytest.approx(math.log10(5e-324))
+    assert math.isnan(log10_forget_quality(math.nan))
 
 
 def test_model_utility_keys_follow_open_unlearning():

@@ -3,6 +3,8 @@ the same model, and reference-model methods use the model with its adapters off 
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from datasets import Dataset
@@ -10,8 +12,8 @@ from datasets import Dataset
 import flat_pipeline.training.unlearn as unlearn_module
 from flat_pipeline.io import HFModelDataset
 from flat_pipeline.models.loading import load_causal_lm
-from flat_pipeline.models.lora import is_lora
-from flat_pipeline.training.finetune import finetune_from_params
+from flat_pipeline.models.lora import LoraSettings, is_lora
+from flat_pipeline.training.finetune import FinetuneConfig, finetune, finetune_from_params
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
 LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
@@ -83,3 +85,28 @@ def test_unlearn_with_lora_uses_adapters_off_as_reference_and_saves_an_adapter(
         bundle.model.eval()
         expected = bundle.model(input_ids=ids).logits
         assert torch.allclose(reloaded.model(input_ids=ids).logits, expected, atol=1e-5)
+
+
+def test_lora_with_gradient_checkpointing_trains_and_reloads_without_the_deprecated_attribute_warning(
+    tiny_model_dir, forget_templates, small_world, tmp_path
+):
+    # peft reads `is_gradient_checkpointing` (a FutureWarning in transformers 5) whenever it wraps a model: here in
+    # finetune's and unlearn's adapters and when an adapter folder is loaded
+    rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["forget10"]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bundle = load_causal_lm(str(tiny_model_dir), gradient_checkpointing=True)
+        config = FinetuneConfig(learning_rate=1e-2, num_train_epochs=1, per_device_train_batch_size=8, logging_steps=1)
+        _, finetuned = finetune(bundle, rows, config, lora=LoraSettings(**LORA))
+        bundle = load_causal_lm(str(tiny_model_dir), gradient_checkpointing=True)
+        config = UnlearnConfig(
+            method="ga", num_train_epochs=1, per_device_train_batch_size=8, lora={**LORA, "save": "adapter"}
+        )
+        bundle, unlearned = unlearn(bundle, forget_templates, config)
+        bundle.model.save_pretrained(tmp_path / "adapter")
+        bundle.tokenizer.save_pretrained(tmp_path / "adapter")
+        reloaded = load_causal_lm(str(tmp_path / "adapter"), gradient_checkpointing=True)
+    assert [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)] == []
+    # the checkpointed layers still get gradients: peft's hook that makes the frozen embeddings' output need them
+    assert all(entry["value"] > 0 for entry in finetuned["grad_norm"] + unlearned["grad_norm"])
+    assert is_lora(reloaded.model) and reloaded.model.base_model.model.is_activation_checkpointing

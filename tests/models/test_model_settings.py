@@ -1,5 +1,6 @@
-"""`model.dtype` and `model.attn_implementation` reach every model load: catalog datasets (explicit entries and
-factory patterns, through ModelSettingsHook), folders, and the start model of launched training workers."""
+"""`model.dtype`, `model.attn_implementation` and `model.gradient_checkpointing` reach every model load: catalog
+datasets (explicit entries and factory patterns, by their `load_args` and through ModelSettingsHook), folders, and the
+start model of launched training workers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kedro.io import Version
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from flat_pipeline.io import HFModelDataset
 from flat_pipeline.models.loading import build_base_model, load_causal_lm, load_settings_of
@@ -31,7 +33,7 @@ def test_a_dataset_loads_with_the_run_settings_and_logs_them(tiny_model_dir, cap
     with caplog.at_level(logging.INFO, logger="flat_pipeline.models.loading"):
         bundle = dataset.load()
     assert dtype_and_attention(bundle) == (torch.bfloat16, "eager")
-    assert not bundle.model.is_activation_checkpointing  # only dtype and attention come from the run's settings
+    assert bundle.model.is_activation_checkpointing  # a loaded model may be trained on: the run's setting holds
     assert f"loading model {tiny_model_dir} (dtype bfloat16, attention eager)" in caplog.messages
 
 
@@ -165,3 +167,48 @@ def test_the_hook_takes_the_catalog_that_the_run_gets(tiny_model_dir):
     hook.before_dataset_loaded(dataset_name="model", node=None)
     assert dtype_and_attention(run.load("model")) == (torch.bfloat16, "eager")
     assert dtype_and_attention(made.load("model")) == (torch.float32, "sdpa")  # never handed the settings
+
+
+@pytest.mark.parametrize(
+    ("env", "runtime_params", "expected"),
+    [
+        ("tofu", [], (torch.bfloat16, True)),  # conf/tofu/parameters.yml: bfloat16, gradient checkpointing on
+        ("test", ["model.dtype=float16", "model.gradient_checkpointing=true"], (torch.float16, True)),
+        ("test", [], (torch.float32, False)),  # base
+    ],
+)
+def test_a_notebook_catalog_load_gets_the_model_settings_with_no_dataset_hook(
+    project, tiny_model_dir, env, runtime_params, expected
+):
+    """`catalog.load` in a notebook (Kedro's IPython extension: a session's `context.catalog`) runs no dataset hook:
+    the catalog entries themselves carry `model.dtype`, `attn_implementation` and `gradient_checkpointing`."""
+    data_root = yaml.safe_load((project / "conf" / env / "globals.yml").read_text())["data_root"]
+    save_version(project / data_root / "06_models" / "original_model", load_causal_lm(str(tiny_model_dir)))
+    params = cli_params(*runtime_params, f"external_model={tiny_model_dir}")
+    with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
+        catalog = session.load_context().catalog
+        for name in ("original_model", "external_model"):
+            model = catalog.load(name).model
+            assert (next(model.parameters()).dtype, model.is_activation_checkpointing) == expected, name
+
+
+def test_a_catalog_entry_naming_an_unknown_parameter_is_refused_with_its_name(tmp_path):
+    from flat_pipeline.io.config_loader import ConfigLoader
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "local").mkdir()
+    (tmp_path / "base" / "parameters.yml").write_text("model: {dtype: bfloat16}\n")
+    entry = {"type": "flat_pipeline.io.HFModelDataset", "filepath": "m", "load_args": {"dtype": "${params:model.dtyp}"}}
+    (tmp_path / "base" / "catalog.yml").write_text(yaml.safe_dump({"m": entry}))
+    loader = ConfigLoader(str(tmp_path), base_env="base", default_run_env="local", runtime_params={})
+    with pytest.raises(
+        InterpolationResolutionError, match=r"\$\{params:model.dtyp\}: no parameter 'model.dtyp' in the parameters of"
+    ):
+        loader["catalog"]
+    entry["load_args"]["dtype"] = "${params:model.dtype}"
+    (tmp_path / "base" / "catalog.yml").write_text(yaml.safe_dump({"m": entry}))
+    assert loader["catalog"]["m"]["load_args"] == {"dtype": "bfloat16"}
+    loader = ConfigLoader(
+        str(tmp_path), base_env="base", default_run_env="local", runtime_params={"model": {"dtype": "float16"}}
+    )
+    assert loader["catalog"]["m"]["load_args"] == {"dtype": "float16"}  # --params model.dtype=float16

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import inspect
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -97,6 +99,86 @@ def test_a_model_save_killed_midway_leaves_the_previous_version_the_latest(tiny_
 
     HFModelDataset(filepath=str(filepath), version=Version(None, V3)).save(bundle)  # the next run saves as usual
     assert HFModelDataset(filepath=str(filepath), version=Version(None, None)).resolve_load_version() == V3
+    assert not leftovers(filepath) and not (filepath / V2).exists()  # its first save swept what the kill left
+
+
+def test_a_model_version_without_weights_is_skipped_on_load_with_a_warning(tiny_model_dir, tmp_path, caplog):
+    """Saves from before atomic saves, killed after config.json and the tokenizer but before (all) the weights."""
+    import shutil
+
+    filepath = tmp_path / "original_model"
+    bundle = load_causal_lm(str(tiny_model_dir))
+    HFModelDataset(filepath=str(filepath), version=Version(None, V1)).save(bundle)
+    no_weights = filepath / V2 / "original_model"
+    shutil.copytree(filepath / V1 / "original_model", no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    some_shards = filepath / V3 / "original_model"  # a sharded save killed after its first shard
+    shutil.copytree(no_weights, some_shards)
+    shutil.copy(
+        filepath / V1 / "original_model" / "model.safetensors", some_shards / "model-00001-of-00002.safetensors"
+    )
+    weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+    (some_shards / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+    latest = HFModelDataset(filepath=str(filepath), version=Version(None, None))
+    with caplog.at_level(logging.WARNING, logger="flat_pipeline.io.model_dataset"):
+        assert latest.resolve_load_version() == V1
+    warned = "\n".join(caplog.messages)
+    assert f"{no_weights}: no model weights" in warned and f"{some_shards}: no model weights" in warned
+    assert latest.load().tokenizer.get_vocab() == bundle.tokenizer.get_vocab()
+
+
+def test_the_first_save_sweeps_partials_whose_writer_is_gone_and_keeps_those_still_written(
+    tmp_path, caplog, monkeypatch
+):
+    """Two runs may save the same dataset at once: a hidden copy is removed only when the process named in it has
+    ended on this machine, or, where that cannot be asked (another machine, a name from before the process was in
+    it), when nothing in it changed for a day."""
+    from flat_pipeline.io import atomic
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    root, name, this_pid = tmp_path / "summary.json", "summary.json", os.getpid()
+    day, version = 24 * 3600, iter(f"2026-01-0{day}T00.00.00.000Z" for day in range(2, 10))
+
+    def partial(pid: int | None = None, host: str | None = None, age_s: float = 0) -> Path:
+        with monkeypatch.context() as patch:
+            patch.setattr(atomic.os, "getpid", lambda: pid if pid is not None else this_pid)
+            patch.setattr(atomic, "HOST", host or getattr(atomic, "HOST", ""), raising=False)
+            path = root / next(version) / (partial_name(name) if pid or host else f".{name}{PARTIAL_MARK}0123abcd")
+        path.parent.mkdir(parents=True)
+        path.write_text('{"forget_quality": 0.')
+        os.utime(path, (time.time() - age_s, time.time() - age_s))
+        return path
+
+    try:
+        killed = partial(pid=int(ended.stdout))
+        other_run = partial(pid=running.pid)
+        this_process = partial(pid=this_pid)  # a save in progress on another thread
+        other_machine, other_machine_old = partial(host="node7"), partial(host="node7", age_s=2 * day)
+        before_pids, before_pids_old = partial(), partial(age_s=2 * day)
+        with caplog.at_level(logging.INFO, logger="flat_pipeline.io.atomic"):
+            dataset = make("JSONDataset", tmp_path, Version(None, V1))
+            dataset.save({"forget_quality": 0.5})
+    finally:
+        running.kill()
+        running.wait()
+    swept = (killed, other_machine_old, before_pids_old)
+    assert [path for path in swept if path.exists()] == []
+    assert not killed.parent.exists()  # the version folder it left empty too
+    assert all(path.exists() for path in (other_run, this_process, other_machine, before_pids))
+    assert all(any(str(path) in message for message in caplog.messages) for path in swept), caplog.messages
+    assert make("JSONDataset", tmp_path, Version(None, None)).load() == {"forget_quality": 0.5}
+
+    # unversioned: the hidden copies lie beside the file
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic.os, "getpid", lambda: int(ended.stdout))
+        beside = tmp_path / "plain" / partial_name("leaderboard.md")
+    beside.parent.mkdir()
+    beside.write_text("| method |")
+    make("TextDataset", tmp_path / "plain", None).save("| method | run |")
+    assert sorted(path.name for path in beside.parent.iterdir()) == ["leaderboard.md"]
 
 
 # ------------------------------------------------------------------------------------------- a model save out of space
@@ -329,6 +411,10 @@ def test_an_arrow_save_failing_in_its_second_split_leaves_nothing(tmp_path, monk
 # ---------------------------------------------------------------------------------------------- same as kedro-datasets
 
 
+# Parameters our types add to kedro-datasets' (JSONDataset: load None where no version is saved), at their defaults
+OUR_OWN_PARAMETERS = {"JSONDataset": {"missing_ok": False}}
+
+
 @pytest.mark.parametrize("type_name", CASES)
 def test_the_atomic_types_describe_and_configure_as_kedro_datasets_does(type_name, tmp_path):
     path_argument, name, data, _ = CASES[type_name]
@@ -345,7 +431,7 @@ def test_the_atomic_types_describe_and_configure_as_kedro_datasets_does(type_nam
     del expected["version"]
     ours_config, theirs_config = ours._init_config(), theirs._init_config()
     assert ours_config.pop("type") == f"flat_pipeline.io.atomic_datasets.{type_name}"
-    assert ours_config == expected
+    assert ours_config == {**expected, **OUR_OWN_PARAMETERS.get(type_name, {})}
     if type_name != "ArrowDataset":
         assert {key: value for key, value in theirs_config.items() if key != "type"} == expected
     with warnings.catch_warnings():

@@ -18,7 +18,7 @@ from flat_pipeline.launch import LaunchSettings, raise_worker_error, record_work
 from flat_pipeline.models.loading import load_causal_lm
 from flat_pipeline.models.lora import LoraSettings
 from flat_pipeline.training.finetune import FinetuneConfig, finetune, finetune_from_params
-from flat_pipeline.training.fingerprint import FINGERPRINT_FILE, CheckpointMismatch, checkpoint_to_resume
+from flat_pipeline.training.fingerprint import FINGERPRINT_FILE, CheckpointMismatch, checkpoint_to_resume, fingerprint
 from flat_pipeline.training.guards import TrainingError, check_not_collapsed
 from flat_pipeline.training.methods import METHODS
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
@@ -114,17 +114,44 @@ def test_flat_with_probability_scores_also_suggests_logprob(bundle, forget_templ
 # --------------------------------------------------------------------------------------------------- collapse
 
 
-def test_a_finetune_that_collapses_to_uniform_output_fails(bundle, qa_rows):
-    # learning_rate 1e3 (measured): two huge steps, then loss = ln 1024 with gradient norm 0 for every later step
-    config = FinetuneConfig(learning_rate=1e3, warmup_steps=0, num_train_epochs=2, per_device_train_batch_size=8)
+def test_a_finetune_that_collapses_to_uniform_output_stops_at_the_end_of_that_epoch(bundle, qa_rows, tmp_path):
+    # learning_rate 1e3 (measured): two huge steps, then loss = ln 1024 with gradient norm 0 for every later step;
+    # the check at the end of epoch 1 stops it there, 10 of 20 steps early, before that epoch's checkpoint
+    config = FinetuneConfig(
+        learning_rate=1e3, warmup_steps=0, num_train_epochs=4, per_device_train_batch_size=8, output_dir=str(tmp_path)
+    )
     message = (
-        r"^finetune: the trained model has collapsed: on 8 of its training inputs it predicts the uniform "
-        r"distribution over all 1024 tokens \(mean entropy 6.9315 nats, ln 1024 = 6.9315\) and its last gradient "
-        r"norm is 0, so no further step can move it; it is not saved. Lower finetune.training.learning_rate "
-        r"\(now 1000\)"
+        r"^finetune: the model has collapsed by the end of epoch 1 of 4 \(step 5 of 20\): on 8 of its training inputs "
+        r"it predicts the uniform distribution over all 1024 tokens \(mean entropy 6.9315 nats, ln 1024 = 6.9315\) "
+        r"and its last gradient norm is 0, so no further step can move it; training stops here and no model is "
+        r"saved. Lower finetune.training.learning_rate \(now 1000\)"
     )
     with pytest.raises(TrainingError, match=message):
         finetune(bundle, qa_rows, config)
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_the_epoch_end_collapse_check_runs_no_forward_while_the_gradient_is_non_zero(bundle, qa_rows):
+    # the check reads the last gradient norm, which the gradient guard already has; a forward (the model in eval
+    # mode) would cost a 7B model a pass over its sample at every epoch end
+    evaluated = []
+    bundle.model.register_forward_hook(lambda module, inputs, output: evaluated.append(not module.training))
+    _, history = finetune(bundle, qa_rows, FinetuneConfig(num_train_epochs=3, per_device_train_batch_size=8))
+    assert all(entry["value"] > 0 for entry in history["grad_norm"])
+    assert len(evaluated) == 15 and not any(evaluated)  # 15 training forwards, no other
+
+
+def test_the_check_at_the_end_of_training_names_the_trained_model(bundle, qa_rows):
+    # what the launching process checks after a launched training (each process checks its epochs itself)
+    ids = [bundle.tokenizer(row["question"])["input_ids"] for row in qa_rows.select(range(8))]
+    dead(bundle.model)
+    message = (
+        r"^test: the trained model has collapsed: on 8 of its training inputs it predicts the uniform distribution "
+        r"over all 1024 tokens \(mean entropy 6.9315 nats, ln 1024 = 6.9315\) and its last gradient norm is 0, so "
+        r"no further step can move it; it is not saved. Lower it.$"
+    )
+    with pytest.raises(TrainingError, match=message):
+        check_not_collapsed(bundle.model, ids, bundle.tokenizer.pad_token_id, 0.0, job="test", remedy="Lower it.")
 
 
 def dead(model):
@@ -134,11 +161,17 @@ def dead(model):
 
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"rmu"}))
-def test_every_unlearning_method_reports_a_collapsed_model(method, bundle, forget_templates, retain_rows):
+def test_every_unlearning_method_stops_a_collapsed_model_after_its_first_epoch(
+    method, bundle, forget_templates, retain_rows
+):
     dead(bundle.model)
-    message = rf"^unlearn \({method}\): the trained model has collapsed: on 8 of its training inputs it predicts"
+    message = (
+        rf"^unlearn \({method}\): the model has collapsed by the end of epoch 1 of 3 \(step 5 of 15\): on 8 of its "
+        r"training inputs it predicts the uniform distribution over all 1024 tokens"
+    )
+    config = UnlearnConfig(method=method, **{**STEPS, "num_train_epochs": 3})
     with pytest.raises(TrainingError, match=message):
-        unlearn(bundle, forget_templates, UnlearnConfig(method=method, **STEPS), retain_rows=retain_rows)
+        unlearn(bundle, forget_templates, config, retain_rows=retain_rows)
 
 
 def test_rmu_revives_a_dead_model_and_is_not_reported(bundle, forget_templates, retain_rows):
@@ -314,6 +347,26 @@ def test_resume_is_refused_without_a_fingerprint_or_for_another_start_model(tmp_
         checkpoint_to_resume(str(tmp_path), True, other, "finetune.training")
 
 
+def test_a_checkpoint_of_a_two_process_training_is_not_resumed_by_one_process(tmp_path, monkeypatch):
+    # the process count changes the effective batch, so the steps and the schedule: a launched process (WORLD_SIZE
+    # set by accelerate launch, its config's `launch` block unset) fingerprints what it runs in
+    settings = {"learning_rate": 1e-4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}
+    data = {"forget": Dataset.from_dict({"input_ids": [[5, 6, 7]]})}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    launched = fingerprint({**settings, "launch": None}, data, "loaded from /models/a")
+    assert checkpoint_to_resume(str(tmp_path), True, launched, "unlearn") is None  # starts, writes its fingerprint
+    (tmp_path / "checkpoint-5").mkdir()
+    assert checkpoint_to_resume(str(tmp_path), True, launched, "unlearn") == str(tmp_path / "checkpoint-5")
+    monkeypatch.delenv("WORLD_SIZE")
+    single = fingerprint({**settings, "launch": {"num_processes": 1}}, data, "loaded from /models/a")
+    message = (
+        r"holds checkpoint-5 of another training; resuming it would continue that run. Differences \(checkpoint -> "
+        r"this run\): effective_batch_size: 32 -> 16; num_processes: 2 -> 1. Set unlearn.output_dir"
+    )
+    with pytest.raises(CheckpointMismatch, match=message):
+        checkpoint_to_resume(str(tmp_path), True, single, "unlearn")
+
+
 # ------------------------------------------------------------------------------------------ launched processes
 
 
@@ -332,4 +385,17 @@ def test_a_launched_finetune_reports_its_guard(tiny_model_dir, qa_rows):
         "launch": {"num_processes": 2, "main_process_port": 29533},
     }
     with pytest.raises(FloatingPointError, match=r"^finetune: the gradient norm is nan at step 2 of 5 .*\[in launched"):
+        finetune_from_params(qa_rows, None, model, params)
+
+
+@pytest.mark.slow
+def test_a_launched_finetune_stops_at_the_end_of_the_epoch_it_collapses_in(tiny_model_dir, qa_rows):
+    # DDP: every process holds the whole model and sees the same reduced gradient norm, so all check and stop together
+    model = {"source": "pretrained", "name_or_path": str(tiny_model_dir)}
+    params = {
+        "training": {"learning_rate": 1e3, "warmup_steps": 0, "num_train_epochs": 3, "per_device_train_batch_size": 4},
+        "launch": {"num_processes": 2, "main_process_port": 29534},
+    }
+    message = r"^finetune: the model has collapsed by the end of epoch 1 of 3 \(step 5 of 15\): .*\[in launched"
+    with pytest.raises(TrainingError, match=message):
         finetune_from_params(qa_rows, None, model, params)

@@ -178,7 +178,9 @@ def test_the_methods_own_values_are_logged_where_the_parameters_leave_them_out(t
     try:
         params = {"method": "simnpo", "beta": 2.0}
         config = UnlearnConfig(**params)
-        with mlflow.start_run() as run:
+        # an experiment of its own: an earlier test's active experiment id would name one this store lacks
+        experiment = mlflow.create_experiment("defaults", artifact_location=(tmp_path / "mlruns").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
             log_method_defaults(params, {name: getattr(config, name) for name in SHARED_DEFAULTS})
         logged = mlflow.get_run(run.info.run_id).data.params
     finally:

@@ -9,7 +9,7 @@ import pytest
 
 from flat_pipeline.config import ParameterError
 from flat_pipeline.tuning import SelectionRule, TuneConfig
-from flat_pipeline.tuning.report import tuned_markdown, tuned_table
+from flat_pipeline.tuning.report import tradeoff_figure, tuned_markdown, tuned_table
 
 ORIGINAL = {"forget_quality": 1e-20, "model_utility": 0.80}
 RETAIN = {"forget_quality": 1.0, "model_utility": 0.82}
@@ -60,13 +60,38 @@ def test_the_rule_is_the_same_for_every_method_and_the_seeds_spread_is_reported(
     for method in ("flat_kl", "npo"):
         row = rows[method]
         assert (row["trials"], row["failed"], row["above_floor"], row["seeds"]) == (4, 0, 3, 3)
-        assert math.isclose(row["forget_quality"], 0.3)
-        assert math.isclose(row["forget_quality_std"], 0.1)  # sample standard deviation of 0.2, 0.4, 0.3
+        # forget_quality, a p-value, is averaged on a log10 scale: log10 0.2, 0.4, 0.3 = -0.699, -0.398, -0.523
+        assert row["log10_forget_quality"] == pytest.approx(-0.5400, abs=1e-4)
+        assert row["log10_forget_quality_std"] == pytest.approx(0.1512, abs=1e-4)
+        assert row["forget_quality"] == pytest.approx(10**-0.5400, rel=1e-3)  # their geometric mean
+        assert math.isclose(row["model_utility_std"], 0.02)  # sample standard deviation of 0.76, 0.74, 0.78
         assert not row["below_floor"]
     assert list(table["method"][-2:]) == ["retain", "original"]  # reference rows last
     markdown = tuned_markdown(table, config(), COLUMNS, ORIGINAL, "world")
     assert "maximise forget_quality subject to model_utility >= 0.9 x the original model's (0.72)" in markdown
-    assert "| flat_kl | learning_rate=0.003 | 4 | 0 | 3 | 0.300 ± 0.100 | 0.760 ± 0.020 |" in markdown
+    assert "| flat_kl | learning_rate=0.003 | 4 | 0 | 3 | 0.288 (log10 -0.54 ± 0.15) | 0.760 ± 0.020 |" in markdown
+
+
+def test_forget_quality_of_the_seeds_is_averaged_on_a_log10_scale_in_the_table_and_the_figure():
+    """p-values decades apart (1e-2, 1e-4, 1e-6): their arithmetic mean, 3.4e-3, is the largest one's third. The
+    leaderboard and the trade-off figure average their log10 (-4 ± 2); a trial whose p-value underflowed to 0 is
+    drawn, not lost at -inf."""
+    search = [trial(0, 1e-3, 0.78), trial(1, 0.0, 0.79)]
+    seeds = [trial(0, 1e-2, 0.76), trial(1, 1e-4, 0.74), trial(2, 1e-6, 0.78)]
+    trials = {"npo": {"search": search, "seed": seeds}}
+    table = tuned_table(trials, config(), COLUMNS, ORIGINAL, RETAIN)
+    row = table[table["method"] == "npo"].iloc[0]
+    assert row["log10_forget_quality"] == pytest.approx(-4.0)
+    assert row["log10_forget_quality_std"] == pytest.approx(2.0)
+    assert row["forget_quality"] == pytest.approx(1e-4)
+    markdown = tuned_markdown(table, config(), COLUMNS, ORIGINAL, "world")
+    assert "| 1.00e-04 (log10 -4.00 ± 2.00) | 0.760 ± 0.020 |" in markdown
+    ax = tradeoff_figure(trials, table, config(), ORIGINAL, RETAIN).axes[0]
+    assert ax.get_xlabel() == "log10 forget_quality" and ax.get_xscale() == "linear"
+    (pick,) = [c for c in ax.collections if c.get_label() == "npo"]
+    assert pick.get_offsets()[0][0] == pytest.approx(-4.0)
+    drawn = [x for c in ax.collections for x, _ in c.get_offsets()]
+    assert all(math.isfinite(x) for x in drawn) and min(drawn) == pytest.approx(-23.0)  # 3 decades below 1e-20
 
 
 def test_a_method_below_the_floor_is_marked_and_ranked_after_those_above_it():

@@ -4,7 +4,8 @@ Formats (shared/spec/benchmarks-and-metrics.md §2-3, flat.md §3.1):
 - `tofu`: TOFU's splits (`forget10.json`, `retain90.jsonl`, `forget10_perturbed.parquet`, `forget10/train-*.parquet`,
   a `save_to_disk` folder of a Dataset or a DatasetDict, ...);
 - `hp`: FLAT's Harry Potter jsonl files (`hp_qa.jsonl` with `prompt`/`response` is the forget set; `hp.jsonl` with
-  `text` the pretraining text; `hp_{train,test}_qa_{k}.jsonl` the completion evaluation sets);
+  `text` the pretraining text; `hp_{train,test}_qa_{k}.jsonl` the completion evaluation sets; `hp_qa_{k}.jsonl`,
+  also in FLAT's folder, load as splits `hp_qa_{k}`);
 - `muse`: MUSE-News/Books folders (`verbmem/forget`, `knowmem/{forget,retain}_qa[_icl]`, `privleak/*`, `raw/*`),
   from the hub (JSON, parquet shards) or from MUSE's GitHub repository, whose raw corpus is plain text
   (`raw/forget.txt`, `raw/retain1.txt`, ...).
@@ -99,7 +100,9 @@ SCHEMAS: dict[str, tuple[SplitSchema, ...]] = {
         SplitSchema(r"passages", {"author": "str", "text": "str"}),
     ),
     "hp": (
-        SplitSchema(r"forget|retain|hp_(train|test)_qa_\d+", _PROMPT_RESPONSE),
+        # hp_qa_{k}: FLAT's data/hp ships them beside hp_qa.jsonl (in the format of hp_qa, it is assumed: the spec
+        # never saw their contents); they load as splits of their own, which no default role reads
+        SplitSchema(r"forget|retain|hp_((train|test)_)?qa_\d+", _PROMPT_RESPONSE),
         SplitSchema(r"text", _TEXT),
     ),
     "muse": (

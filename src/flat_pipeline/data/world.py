@@ -16,6 +16,7 @@ Design choices that matter for unlearning measurements:
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,16 @@ class WorldConfig:
             )
         if not 1 <= self.holdout_percent <= 100:
             raise ValueError(f"synthetic world: holdout_percent must be in 1..100, got {self.holdout_percent}")
+        capacity, needed = name_capacity(), self.n_authors + split_size(self.n_authors, self.holdout_percent)
+        if needed > capacity:
+            largest = max(
+                (n for n in range(capacity) if n + split_size(n, self.holdout_percent) <= capacity), default=0
+            )
+            raise ValueError(
+                f"synthetic world: n_authors={self.n_authors} with holdout_percent={self.holdout_percent} needs "
+                f"{needed} distinct author names, but the name pools (data/vocab.py NAME_STYLES) make at most "
+                f"{capacity}: n_authors can be at most {largest} (data_prep.synthetic.n_authors)"
+            )
 
 
 def split_size(n_authors: int, percent: int) -> int:
@@ -59,8 +70,26 @@ def split_size(n_authors: int, percent: int) -> int:
 # ----------------------------------------------------------------------------------------------- names
 
 
+def name_capacity() -> int:
+    """How many authors `_make_names` always reaches, whatever its draws: per style, the fewer of its first and its
+    last names that no other style or role also makes (a shared one may be taken by another name first)."""
+    pools = {
+        (style, role): {a + b for a in pieces[2 * role] for b in pieces[2 * role + 1]}
+        for style, pieces in vocab.NAME_STYLES.items()
+        for role in (0, 1)  # first names, last names
+    }
+    makers = Counter(name for names in pools.values() for name in names)
+    own = {key: sum(makers[name] == 1 for name in names) for key, names in pools.items()}
+    return sum(min(own[style, 0], own[style, 1]) for style in vocab.NAME_STYLES)
+
+
 def _make_names(count: int, rng: random.Random) -> list[tuple[str, str]]:
     """`count` (first, last) names; no first or last name is used twice, in either role."""
+    capacity = name_capacity()
+    if count > capacity:  # more could only be drawn by luck, or never: the loop below would not end
+        raise ValueError(
+            f"synthetic world: {count} author names: the name pools (data/vocab.py NAME_STYLES) make at most {capacity}"
+        )
     used: set[str] = set()
     styles = sorted(vocab.NAME_STYLES)
     names: list[tuple[str, str]] = []

@@ -16,10 +16,12 @@ Evaluation sets (`EvalSets`, built by `evaluation_sets` from the roles in `evalu
 - `holdout_text`: texts never trained on, for perplexity;
 - `forget_knowmem`, `retain_knowmem` and their `_shots`: QA rows for MUSE's in-context KnowMem.
 
-Modules: `config.py` (EvaluateConfig), `reference.py` (RetainReference: the retain model's numbers), `sets.py`
-(the sets by role), `context.py` (EvalContext: the cached scores and generations), one module of metric
-functions per family (`tofu_metrics.py`, `mia_metrics.py`, `text_metrics.py`) and `registry.py` (METRICS,
-evaluate_model, evaluate_retain_model, item_table).
+Modules, each importing only those before it (tests/test_import_cycles.py): `config.py` (EvaluateConfig),
+`reference.py` (RetainReference: the retain model's numbers), `sets.py` (the sets by role), `aggregate.py` (the mean
+over items), one module of metric functions per family (`tofu_metrics.py`, `mia_metrics.py`, `text_metrics.py`; they
+name `EvalContext` in type hints only), `registry.py` (METRICS, check_metrics), `context.py` (EvalContext: the cached
+scores and generations, and metrics by name) and `runner.py` (run_metrics, evaluate_model, evaluate_retain_model,
+item_table).
 
 Adding a metric is one function of the context in its family's module plus one `METRICS` entry in `registry.py`
 naming the sets it needs.
@@ -28,15 +30,8 @@ naming the sets it needs.
 from flat_pipeline.evaluation.config import EvaluateConfig
 from flat_pipeline.evaluation.context import EvalContext
 from flat_pipeline.evaluation.reference import RetainReference, reference_from_open_unlearning, tokenizer_fingerprint
-from flat_pipeline.evaluation.registry import (
-    METRICS,
-    Metric,
-    check_metrics,
-    evaluate_model,
-    evaluate_retain_model,
-    item_table,
-    run_metrics,
-)
+from flat_pipeline.evaluation.registry import METRICS, Metric, check_metrics
+from flat_pipeline.evaluation.runner import evaluate_model, evaluate_retain_model, item_table, run_metrics
 from flat_pipeline.evaluation.sets import ANSWER_ONLY_SETS, SET_ROLES, EvalSets, completion_rows, evaluation_sets
 from flat_pipeline.evaluation.text_metrics import COPYRIGHT_METRICS
 

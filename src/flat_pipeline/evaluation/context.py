@@ -12,11 +12,12 @@ from datasets import Dataset
 
 from flat_pipeline.evaluation.config import EvaluateConfig
 from flat_pipeline.evaluation.reference import RetainReference
+from flat_pipeline.evaluation.registry import METRICS
 from flat_pipeline.evaluation.sets import ANSWER_ONLY_SETS, EvalSets, uses_paraphrase
 from flat_pipeline.generation import greedy_generate
 from flat_pipeline.metrics import completion, tofu
 from flat_pipeline.models.loading import ModelBundle
-from flat_pipeline.prompts import PromptFormat, encode_example, encode_prompt
+from flat_pipeline.prompts import IGNORE_INDEX, Encoded, PromptFormat, encode_example, encode_prompt
 from flat_pipeline.scoring import CandidateScore, score_answers, score_candidates
 
 logger = logging.getLogger(__name__)
@@ -51,11 +52,49 @@ class EvalContext:
 
     def metric(self, name: str) -> float:
         """A registered metric's value, computed once."""
-        from flat_pipeline.evaluation.registry import METRICS  # the registry imports this module
-
         return self._cached(("metric", name), lambda: float(METRICS[name].compute(self)))
 
     # ---------------------------------------------------------------------------------------------- QA scores
+
+    def encodings(self, set_name: str) -> list[list[Encoded]]:
+        """Per question, its candidates encoded: the answer, then the paraphrase (where the set uses one), then each
+        wrong one; per raw text, the text."""
+
+        def compute() -> list[list[Encoded]]:
+            rows = self.rows(set_name)
+            tokenizer = self.bundle.tokenizer
+            answer_only = set_name in ANSWER_ONLY_SETS
+            by_item = []
+            for row in rows:
+                if "question" not in row:  # a raw text: scored whole, after bos
+                    by_item.append([encode_example(tokenizer, row["text"], max_length=self.config.max_length)])
+                    continue
+                texts = [row["answer"]]
+                if not answer_only:
+                    texts += [row["paraphrased_answer"]] if uses_paraphrase(set_name, rows) else []
+                    texts += row.get("perturbed_answer") or []
+                by_item.append([encode_example(tokenizer, t, row["question"], self.prompt) for t in texts])
+            return by_item
+
+        return self._cached(("encodings", set_name), compute)
+
+    def misaligned(self, set_name: str) -> list[bool]:
+        """Per item, whether its answer's prompt is not a token prefix of prompt + answer (`whole` tokenization with
+        the boundary inside a token): the labels then start a token late."""
+        return [not group[0].aligned for group in self.encodings(set_name)]
+
+    def scored_texts(self, set_name: str) -> list[str]:
+        """Per item, the text of its answer's scored tokens (special tokens such as the eos left out), as
+        open-unlearning decodes its labels."""
+
+        def compute() -> list[str]:
+            decode = self.bundle.tokenizer.decode
+            return [
+                decode([t for t in group[0].labels if t != IGNORE_INDEX], skip_special_tokens=True)
+                for group in self.encodings(set_name)
+            ]
+
+        return self._cached(("scored_texts", set_name), compute)
 
     def candidate_scores(self, set_name: str) -> list[list[CandidateScore]]:
         """Per question: the answer's score, then the paraphrase's (where the set uses one), then each wrong one's."""
@@ -66,16 +105,7 @@ class EvalContext:
             # One scored prompt per distinct prefix: with `whole` tokenization, where the boundary falls inside a
             # token, a question's candidates can start with different prefix ids, and each is scored on its own.
             prompts, candidates, places = [], [], []
-            answer_only = set_name in ANSWER_ONLY_SETS
-            for item, row in enumerate(rows):
-                if "question" not in row:  # a raw text: scored whole, after bos
-                    encoded = [encode_example(tokenizer, row["text"], max_length=self.config.max_length)]
-                else:
-                    texts = [row["answer"]]
-                    if not answer_only:
-                        texts += [row["paraphrased_answer"]] if uses_paraphrase(set_name, rows) else []
-                        texts += row.get("perturbed_answer") or []
-                    encoded = [encode_example(tokenizer, t, row["question"], self.prompt) for t in texts]
+            for item, encoded in enumerate(self.encodings(set_name)):
                 groups: dict[tuple[int, ...], int] = {}
                 for example in encoded:
                     prefix = tuple(example.input_ids[: example.prompt_length])
@@ -214,8 +244,3 @@ class EvalContext:
             return score_answers(self.bundle.model, examples, tokenizer.pad_token_id, self.config.scoring_batch_size)
 
         return self._cached(("passage_scores", set_name), compute)
-
-
-# The mean of per-item values that the metric modules return (nan for no items).
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from flat_pipeline.evaluation.context import EvalContext
+from typing import TYPE_CHECKING
+
 from flat_pipeline.metrics import mia
+
+if TYPE_CHECKING:  # the context imports the registry, which imports this module
+    from flat_pipeline.evaluation.context import EvalContext
 
 
 def _attack_scores(ctx: EvalContext, set_name: str, attack: str) -> list[float]:
     score = mia.MIA_ATTACKS[attack]
-    rows = ctx.rows(set_name)
-    answers = rows["answer"] if "answer" in rows.column_names else rows["text"]
+    # zlib compresses the text of the tokens scored, as open-unlearning does: not the answer as written, which differs
+    # where `whole` tokenization masks the answer's first token (or a raw text was cut to max_length)
     return [
-        score({"logprobs": s.token_logprobs, "z_scores": s.z_scores, "text": a}, ctx.config.mia_k)
-        for s, a in zip(ctx.answer_scores(set_name), answers, strict=True)
+        score({"logprobs": s.token_logprobs, "z_scores": s.z_scores, "text": text}, ctx.config.mia_k)
+        for s, text in zip(ctx.answer_scores(set_name), ctx.scored_texts(set_name), strict=True)
     ]
 
 

@@ -4,9 +4,13 @@ KnowMem, and perplexity."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from flat_pipeline.evaluation.context import EvalContext, _mean
+from flat_pipeline.evaluation.aggregate import mean_of
 from flat_pipeline.metrics import completion
+
+if TYPE_CHECKING:  # the context imports the registry, which imports this module
+    from flat_pipeline.evaluation.context import EvalContext
 
 
 def copyright_metric(ctx: EvalContext, key: str) -> float:
@@ -15,7 +19,7 @@ def copyright_metric(ctx: EvalContext, key: str) -> float:
     generated, references = ctx.continuations()
     values = completion.copyright_scores(generated, references, ctx.config.reference_quirks)[key]
     ctx.record("forget_completion", f"copyright_{key}", values)
-    return _mean(values)
+    return mean_of(values)
 
 
 COPYRIGHT_METRICS = ("forget_copyright_BLEU", "forget_copyright_ROUGE")
@@ -40,13 +44,13 @@ def verbmem(ctx: EvalContext) -> float:
     cut = [tokenizer.decode(tokenizer(ref, add_special_tokens=False)["input_ids"][:budget]) for ref in references]
     values = completion.verbmem_rouge(generated, cut)
     ctx.record("forget_completion", "verbmem_ROUGE", values)
-    return _mean(values)
+    return mean_of(values)
 
 
 def knowmem(ctx: EvalContext, set_name: str) -> float:
     """MUSE KnowMem: ROUGE-L F1 of in-context answers, cut where the model starts the next question."""
     generated, references = ctx.knowmem_answers(set_name)
-    return _mean(completion.knowmem_rouge(generated, references))
+    return mean_of(completion.knowmem_rouge(generated, references))
 
 
 def perplexity(ctx: EvalContext, set_name: str) -> float:

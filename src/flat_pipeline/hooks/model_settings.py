@@ -1,8 +1,10 @@
-"""The run's `model.dtype` and `model.attn_implementation` for every model the catalog loads.
+"""The run's `model.dtype`, `model.attn_implementation` and `model.gradient_checkpointing` for every model the catalog
+loads in a run, where its entry leaves them open.
 
-Without this, a catalog's HFModelDataset loads what its entry says (float32 and sdpa when it says nothing), whatever
-the environment or `--params` ask for: `--env tofu` (bfloat16) would reach the finetune start model only, and the
-unlearn, evaluate and benchmark pipelines would hold three 7B models in float32.
+The entries of catalog.yml carry them in their `load_args` (`${params:model.dtype}`, io/config_loader.py), which
+also reach a notebook's `catalog.load`. An entry without them (one added in an environment's catalog, or written
+without `load_args`) would otherwise load what from_pretrained defaults to (float32, sdpa), whatever the environment
+or `--params` ask for: with `--env tofu` (bfloat16) three 7B models in float32.
 """
 
 from __future__ import annotations

@@ -150,12 +150,22 @@ def check_saved_inputs(pipeline: Pipeline, catalog: Any, env: str) -> None:
         dataset = catalog.get(name)
         if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None and not dataset.exists():
             pinned = f"version {dataset._version.load} " if dataset._version.load else ""  # --load-versions
+            if getattr(dataset, "missing_ok", False) and not pinned and _read_optionally(name, pipeline):
+                continue
             missing.append(f"  - {name} ({pinned}in {dataset._filepath}): {_made_by(name, env)}")
     if missing:
         raise PreflightError(
             f"this run loads {len(missing)} dataset(s) that no earlier run of environment '{env}' saved; nothing "
             f"was run:\n" + "\n".join(missing)
         )
+
+
+def _read_optionally(dataset: str, pipeline: Pipeline) -> bool:
+    """Whether every node of `pipeline` that reads `dataset` works without it (an evaluation without the retain
+    reference)."""
+    from flat_pipeline.pipelines.evaluate.pipeline import REFERENCE_OPTIONAL_NODES
+
+    return all(node.name in REFERENCE_OPTIONAL_NODES for node in pipeline.nodes if dataset in node.inputs)
 
 
 def _made_by(dataset: str, env: str) -> str:

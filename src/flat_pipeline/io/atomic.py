@@ -5,16 +5,24 @@ exists. A save killed half-way (`kill -9`, a full disk, an exception in the writ
 `<filepath>/<version>/<name>` behind, and the next run loaded it as the latest version. Here every save writes to a
 hidden sibling, `<filepath>/<version>/.<name>.partial-<random>`, which that glob never matches, and renames it to
 `<name>` only after the writer has finished and the data is on disk.
+
+A process killed outright (SIGKILL, power loss) cannot remove its hidden copy. The name of each carries the process
+writing it and its machine, `.<name>.partial-<random>.<pid>@<host>`, so that the next save of the dataset can remove
+those whose process has ended (`sweep_partials`) and leave alone those of another run saving at the same time.
 """
 
 from __future__ import annotations
 
+import glob
 import inspect
 import logging
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import wraps
 from pathlib import Path, PurePosixPath
@@ -24,11 +32,74 @@ logger = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"  # in the name of a save in progress, or of one killed before it could clean up
 LOCAL_PROTOCOLS = ("file", "local")
+# The machine in a partial's name: a process id says whether its writer lives only on the machine it came from.
+HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "unknown"
+# A partial whose writer cannot be asked (on another machine, or named before names carried it) is removed once
+# nothing in it changed for this long: a save in progress writes on (a 7B model's shards take minutes, not hours).
+STALE_PARTIAL_S = 24 * 3600
+_OWNER = re.compile(r"\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9.-]+)$")
 
 
 def partial_name(name: str) -> str:
-    """The hidden name a save of `name` writes to before it is renamed: `.<name>.partial-<8 hex digits>`."""
-    return f".{name}{PARTIAL_MARK}{secrets.token_hex(4)}"
+    """The hidden name a save of `name` writes to before it is renamed: `.<name>.partial-<8 hex digits>.<pid>@<host>`,
+    the process and machine writing it."""
+    return f".{name}{PARTIAL_MARK}{secrets.token_hex(4)}.{os.getpid()}@{HOST}"
+
+
+def sweep_partials(folders: Iterable[Path], name: str) -> list[Path]:
+    """Remove the hidden copies of `name` in `folders` that no save is writing any more; return them.
+
+    One is removed when the process named in it has ended on this machine, or, where that cannot be asked (written on
+    another machine, or by a version of this code whose names carried no process), when nothing in it changed for
+    STALE_PARTIAL_S. A folder left empty (a version folder that held only the partial) goes too. Each is logged.
+    """
+    removed = []
+    for folder in folders:
+        for partial in sorted(folder.glob(f".{glob.escape(name)}{PARTIAL_MARK}*")):
+            try:
+                why = _abandoned(partial)
+            except OSError:  # another run removed it meanwhile
+                continue
+            if why is None:
+                continue
+            _remove(partial)
+            with suppress(OSError):  # only if empty
+                folder.rmdir()
+            logger.info("Removed %s, a save that never finished: %s", partial, why)
+            removed.append(partial)
+    return removed
+
+
+def _abandoned(partial: Path) -> str | None:
+    """Why no save writes `partial` any more, or None while one may."""
+    owner = _OWNER.search(partial.name)
+    if owner and owner["host"] == HOST:
+        pid = int(owner["pid"])
+        return None if _process_exists(pid) else f"its process {pid} has ended"
+    idle_s = time.time() - _last_change(partial)
+    if idle_s < STALE_PARTIAL_S:
+        return None
+    writer = f"written on {owner['host']}" if owner else "its writer unknown"
+    return f"{writer}, unchanged for {idle_s / 3600:.0f} h"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def _last_change(path: Path) -> float:
+    """The latest modification time of `path` or anything under it."""
+    times = [path.lstat().st_mtime]
+    if path.is_dir() and not path.is_symlink():
+        for folder, _, files in os.walk(path):
+            times += [(Path(folder) / f).lstat().st_mtime for f in files] + [Path(folder).lstat().st_mtime]
+    return max(times)
 
 
 class AtomicSaveMixin:
@@ -41,8 +112,8 @@ class AtomicSaveMixin:
     it leaves empty are removed and the error is re-raised: nothing is left under the final name.
 
     A process killed outright (SIGKILL, power loss) cannot clean up: it leaves
-    `<filepath>/<version>/.<name>.partial-<random>`, invisible to Kedro's version lookup and safe to delete once no
-    run is saving.
+    `<filepath>/<version>/.<name>.partial-<random>.<pid>@<host>`, invisible to Kedro's version lookup. The first
+    save of the dataset (per dataset object) removes those no process is writing any more (`sweep_partials`).
 
     Unversioned datasets get the same treatment: a file is replaced by `os.replace`; a folder that already exists is
     first renamed aside (`.<name>.replaced-<random>`) and deleted once the new one is in place.
@@ -56,6 +127,7 @@ class AtomicSaveMixin:
     """
 
     _staging_path: PurePosixPath | None = None
+    _partials_swept = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         inherits_init = "__init__" not in vars(cls)
@@ -76,6 +148,18 @@ class AtomicSaveMixin:
         mode = getattr(self, "_fs_open_args_save", {}).get("mode", "w")
         return getattr(self, "_protocol", "file") in LOCAL_PROTOCOLS and mode.startswith("w")
 
+    def _sweep_partials_once(self, final_path: Path) -> None:
+        """On this dataset object's first save, remove what saves of it killed outright left (`sweep_partials`)."""
+        if self._partials_swept:
+            return
+        self._partials_swept = True
+        if self._version:  # type: ignore[attr-defined]
+            root = final_path.parent.parent  # <filepath>, a folder per version
+            folders = [folder for folder in root.iterdir() if folder.is_dir()] if root.is_dir() else []
+        else:
+            folders = [final_path.parent]
+        sweep_partials(folders, final_path.name)
+
     @contextmanager
     def _staged_save(self, data: Any) -> Iterator[None]:
         """Inside: `_get_save_path()` is the hidden sibling. On leaving: renamed to the final path, or removed."""
@@ -86,6 +170,7 @@ class AtomicSaveMixin:
         final_path = Path(str(final))
         staging = final_path.with_name(partial_name(final_path.name))
         version_folder = final_path.parent if self._version else None  # type: ignore[attr-defined]
+        self._sweep_partials_once(final_path)
         try:
             staging.parent.mkdir(parents=True, exist_ok=True)
             self._staging_path = PurePosixPath(staging.as_posix())

@@ -8,6 +8,7 @@ kedro-viz shows a JSONDataset as a table of its entries (an evaluation summary's
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,13 +23,46 @@ from kedro_datasets.text import TextDataset as KedroTextDataset
 from .atomic import AtomicSaveMixin
 from .previews import flatten, table_preview
 
+logger = logging.getLogger(__name__)
+
 
 class ArrowDataset(AtomicSaveMixin, KedroArrowDataset):
     """`huggingface.ArrowDataset` (a `save_to_disk` folder) whose versions appear only when complete."""
 
 
 class JSONDataset(AtomicSaveMixin, KedroJSONDataset):
-    """`json.JSONDataset` whose versions appear only when complete."""
+    """`json.JSONDataset` whose versions appear only when complete.
+
+    `missing_ok: true` (the retain reference): with no saved version, `load` gives None with a warning instead of
+    failing, for nodes that can work without it (evaluating the original model before any retain model).
+    """
+
+    def __init__(  # noqa: PLR0913
+        self,
+        *,
+        filepath: str,
+        save_args: dict[str, Any] | None = None,
+        version: Any = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        missing_ok: bool = False,
+    ) -> None:
+        super().__init__(
+            filepath=filepath,
+            save_args=save_args,
+            version=version,
+            credentials=credentials,
+            fs_args=fs_args,
+            metadata=metadata,
+        )
+        self.missing_ok = missing_ok
+
+    def load(self) -> Any:
+        if self.missing_ok and not self.exists() and not (self._version and self._version.load):
+            logger.warning("%s has no saved version: loaded as None", self._filepath)
+            return None
+        return super().load()
 
     def preview(self, key: str | None = None, nrows: int = 200) -> TablePreview:
         """kedro-viz's view: one row per entry, nested entries by dotted name (`retain_reference.forget_split`),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,6 +18,25 @@ from flat_pipeline.models.portable import make_portable
 from .atomic import AtomicSaveMixin
 from .previews import table_preview
 
+logger = logging.getLogger(__name__)
+
+# The `model` parameters a dataset loads with; gradient checkpointing too, as a loaded model may be trained on.
+MODEL_SETTINGS = (*LOAD_SETTINGS, "gradient_checkpointing")
+# What `save_pretrained` writes the weights of a model or of a LoRA adapter to, sharded or not.
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "adapter_model.bin")
+
+
+def _has_weights(folder: Path) -> bool:
+    """Whether a `save_pretrained` folder holds all its weights: a single file, or every shard its index names."""
+    for index in folder.glob("*.index.json"):  # model.safetensors.index.json, pytorch_model.bin.index.json
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):  # cut short mid-write: the save did not finish either
+            return False
+        if not shards or not all((folder / shard).is_file() for shard in shards):
+            return False
+    return any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES)
+
 
 class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, ModelBundle]):
     """Saves a ModelBundle as one folder (config, safetensors weights, tokenizer files) and loads it back.
@@ -26,8 +47,13 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
     version that the next run could take for the latest. Local paths only. Every saved folder also loads with
     transformers 4.45 (`make_portable`).
 
-    A run's `model.dtype` and `model.attn_implementation` reach the load through `use_model_settings`
-    (hooks/model_settings.py); the entry's own `load_args` win over them.
+    `load_args` are `load_causal_lm`'s: `dtype`, `attn_implementation`, `gradient_checkpointing`. The entries of
+    catalog.yml take them from the run's `model` parameters (`${params:model.dtype}`, io/config_loader.py), so a
+    notebook's `catalog.load` loads as a run does. An entry that leaves some open gets the run's value for it just
+    before a run loads it (`use_model_settings`, hooks/model_settings.py).
+
+    A version whose folder lacks its weights (a save from before atomic saves, killed after config.json) is not a
+    version: the latest is the newest one complete, and a warning names the folder skipped.
 
     Example catalog entry::
 
@@ -35,7 +61,7 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
           type: flat_pipeline.io.HFModelDataset
           filepath: data/06_models/original_model
           versioned: true
-          load_args: {dtype: bfloat16, attn_implementation: sdpa}
+          load_args: {dtype: bfloat16, attn_implementation: sdpa, gradient_checkpointing: true}
     """
 
     def __init__(
@@ -52,14 +78,22 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
         self.metadata = metadata
 
     def use_model_settings(self, model_params: Mapping[str, Any]) -> None:
-        """Load with the run's `model` parameters (`dtype`, `attn_implementation`) where `load_args` leave them
-        open; other keys of the block are ignored."""
-        self._model_settings = {key: model_params[key] for key in LOAD_SETTINGS if model_params.get(key) is not None}
+        """Load with the run's `model` parameters (`dtype`, `attn_implementation`, `gradient_checkpointing`) where
+        `load_args` leave them open; other keys of the block are ignored."""
+        self._model_settings = {key: model_params[key] for key in MODEL_SETTINGS if model_params.get(key) is not None}
 
     @staticmethod
     def _folder_exists(path: str) -> bool:
-        # a full model, or a LoRA adapter saved alone (`lora.save: adapter`)
-        return (Path(path) / "config.json").is_file() or (Path(path) / "adapter_config.json").is_file()
+        """Whether `path` holds a model to load: a full model or a LoRA adapter saved alone (`lora.save: adapter`),
+        with its weights. Kedro takes the newest version for which this is true as the latest."""
+        folder = Path(path)
+        if not ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()):
+            return False
+        if _has_weights(folder):
+            return True
+        # A save from before atomic saves, killed after the config: loading it would fail, or load random weights.
+        logger.warning("%s: no model weights (a save killed before it finished?); not taken as a version", folder)
+        return False
 
     def load(self) -> ModelBundle:
         return load_causal_lm(str(self._get_load_path()), **self._effective_load_args())

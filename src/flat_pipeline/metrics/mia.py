@@ -31,7 +31,10 @@ def loss_score(logprobs: Sequence[float]) -> float:
 
 
 def zlib_score(logprobs: Sequence[float], text: str) -> float:
-    """ZLib attack: LOSS divided by the zlib-compressed length of the text, so that easy-to-predict text scores less."""
+    """ZLib attack: LOSS divided by the zlib-compressed length of the text, so that easy-to-predict text scores less.
+
+    `text` is what was scored, as open-unlearning takes it: the scored tokens decoded, special tokens left out.
+    """
     return loss_score(logprobs) / len(zlib.compress(text.encode("utf-8")))
 
 

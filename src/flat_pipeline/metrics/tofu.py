@@ -96,6 +96,19 @@ def forget_quality(model_tr: Sequence[float], retain_tr: Sequence[float]) -> flo
     return float(stats.ks_2samp(np.asarray(model_tr, dtype=np.float64), np.asarray(retain_tr, dtype=np.float64)).pvalue)
 
 
+# The smallest positive float (a subnormal, 5e-324): a p-value that underflowed to exactly 0 reads as this, so that its
+# log10 is about -323.3, below any p-value that did not underflow, rather than -inf, which charts and means drop.
+SMALLEST_P_VALUE = math.ulp(0.0)
+
+
+def log10_forget_quality(p_value: float) -> float:
+    """log10 of a forget_quality p-value, the scale to average and chart it on (it spans 1e-120 to 1); a p-value of
+    0 is clamped to SMALLEST_P_VALUE, NaN stays NaN."""
+    if math.isnan(p_value):
+        return math.nan
+    return math.log10(max(p_value, SMALLEST_P_VALUE))
+
+
 def model_utility(components: Mapping[str, float]) -> float:
     """Harmonic mean of the utility components (see MODEL_UTILITY_KEYS); 0 if any of them is 0, as in TOFU."""
     if not components:

@@ -8,7 +8,9 @@ the starting model, and an 8B model is not held twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
@@ -53,6 +55,20 @@ def is_lora(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
+@contextmanager
+def _peft_reads_gradient_checkpointing() -> Iterator[None]:
+    """Hide the one FutureWarning that wrapping a model in peft 0.21 costs under transformers 5.
+
+    `PeftModel.__init__` reads `model.is_gradient_checkpointing` (transformers 5's deprecated alias of
+    `is_activation_checkpointing`) to decide whether the frozen embeddings' output must require gradients; our own code
+    uses the new name, and there is no way to wrap a model without that read. Only that message is hidden, only
+    around the call: any other warning, and the alias read anywhere else, still show.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def add_lora(model: Any, settings: LoraSettings) -> Any:
     """The model wrapped with fresh LoRA adapters; only the adapters are trainable."""
     from peft import LoraConfig, get_peft_model
@@ -65,7 +81,8 @@ def add_lora(model: Any, settings: LoraSettings) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with _peft_reads_gradient_checkpointing():
+        return get_peft_model(model, config)
 
 
 def finish_lora(model: Any, settings: LoraSettings) -> Any:
@@ -78,7 +95,8 @@ def load_adapter(path: str, base: Any) -> Any:
     """An adapter folder written by `save_pretrained`, on its base model."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, path)
+    with _peft_reads_gradient_checkpointing():
+        return PeftModel.from_pretrained(base, path)
 
 
 class AdapterDisabled:

@@ -84,9 +84,14 @@ def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
     return TrainingArguments(**kwargs)
 
 
+def process_count() -> int:
+    """How many processes train together: `accelerate launch`'s WORLD_SIZE in a launched process, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def in_launched_process() -> bool:
     """True in one of several processes started by `accelerate launch` (flat_pipeline.training.worker)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return process_count() > 1
 
 
 def is_main_process() -> bool:

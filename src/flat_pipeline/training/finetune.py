@@ -36,7 +36,13 @@ from flat_pipeline.training.common import (
     training_arguments,
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
-from flat_pipeline.training.guards import TrainingError, check_trained_model, first_rows, guarded_trainer
+from flat_pipeline.training.guards import (
+    CollapseSample,
+    TrainingError,
+    check_trained_model,
+    first_rows,
+    guarded_trainer,
+)
 from flat_pipeline.training.tracking import curves_callback, log_training_metrics
 
 logger = logging.getLogger(__name__)
@@ -211,6 +217,7 @@ def _finetune_here(
             data_collator=PadCollator(bundle.tokenizer.pad_token_id),
             job="finetune",
             remedy=_remedy(config),
+            collapse_sample=CollapseSample(first_rows(train_set)["input_ids"], bundle.tokenizer.pad_token_id),
             callbacks=[curves_callback(track_as)],
         )
         if checkpoint:

@@ -1,9 +1,10 @@
 """Which training the checkpoints in an `output_dir` belong to, so that a run resumes only its own.
 
-`fingerprint.json` beside the checkpoints holds the config fields that change the result, a hash of the tokenised
-training data and the start model's identity. A run that finds checkpoints resumes only if its own fingerprint is
-the same; otherwise (or without a fingerprint) it is refused with the differences named. Without that check a GA run
-resumed FLAT's finished checkpoint, trained 0 steps and saved FLAT's weights as its result.
+`fingerprint.json` beside the checkpoints holds the config fields that change the result, the number of processes
+training together and the effective batch they make, a hash of the tokenised training data and the start model's
+identity. A run that finds checkpoints resumes only if its own fingerprint is the same; otherwise (or without a
+fingerprint) it is refused with the differences named. Without that check a GA run resumed FLAT's finished
+checkpoint, trained 0 steps and saved FLAT's weights as its result.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flat_pipeline.training.common import is_main_process
+from flat_pipeline.training.common import is_main_process, process_count
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-# Config fields that leave the trained weights unchanged: where they go, whether to resume, how often to log, how
-# many processes share the work, and what is evaluated along the way.
+# Config fields that leave the trained weights unchanged: where they go, whether to resume, how often to log and
+# what is evaluated along the way. `launch` is left out too, as it reads differently in the launching process and in
+# the launched ones (unset there); the process count is fingerprinted from the processes that train instead.
 IGNORED_FIELDS = ("output_dir", "resume", "logging_steps", "launch", "trajectory")
 
 
@@ -33,9 +35,18 @@ class CheckpointMismatch(ValueError):
 
 
 def fingerprint(config: Mapping[str, Any], datasets: Mapping[str, Any], start_model: str) -> dict[str, Any]:
-    """The fingerprint of a training: `config` (its fields, as a dict), the tokenised `datasets` it reads (name ->
-    datasets.Dataset or None) and the start model's identity (`start_model_identity`)."""
-    settings = {name: value for name, value in sorted(config.items()) if name not in IGNORED_FIELDS}
+    """The fingerprint of a training: `config` (its fields, as a dict, with `per_device_train_batch_size` and
+    `gradient_accumulation_steps`), the number of processes this one trains with (`process_count`) and the effective
+    batch they make, the tokenised `datasets` it reads (name -> datasets.Dataset or None) and the start model's
+    identity (`start_model_identity`)."""
+    settings = {name: value for name, value in config.items() if name not in IGNORED_FIELDS}
+    # each process draws its own batches, so the process count multiplies the batch and divides the steps
+    processes = process_count()
+    settings["num_processes"] = processes
+    settings["effective_batch_size"] = (
+        config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] * processes
+    )
+    settings = dict(sorted(settings.items()))
     return {
         "config": json.loads(json.dumps(settings, default=str)),  # as it reads back from the file
         "training_data": data_hash(datasets),

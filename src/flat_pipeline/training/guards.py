@@ -1,5 +1,6 @@
 """Guards that stop a training whose result would be garbage, before a model is saved: a non-finite loss or gradient
-norm, and an output distribution that has collapsed to uniform.
+norm, and an output distribution that has collapsed to uniform (checked at every epoch end, and once more after a
+launched training); and, for a tune trial, a model that has become confidently wrong on data it should keep.
 
 The HF Trainer hides a NaN loss (`logging_nan_inf_filter` logs the running mean instead, often `loss: 0`) and steps
 the optimiser with a NaN gradient, so a diverged run ends "successfully" with NaN weights. Raising inside the node
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # A collapsed model predicts the uniform distribution (entropy ln |V|) whatever the input, and no weight changes its
@@ -22,21 +24,41 @@ COLLAPSE_ENTROPY_TOLERANCE = 1e-3  # nats
 COLLAPSE_GRAD_NORM = 1e-8
 COLLAPSE_SAMPLE_ROWS, COLLAPSE_SAMPLE_TOKENS = 8, 64  # one small forward: 8 x 64 positions x |V| logits
 
+# A model that knows nothing scores ln |V| nats per answer token (an untrained one 0.01-0.04 above it); one more nat
+# on answers it should keep is no longer ignorance but confident error. Measured with gradient ascent on the test
+# world (ln |V| = 7.4): retain answers at 0.1-2 nats while unlearning works, 13.6 nats and up once the greedy answers
+# are one token repeated (retain ROUGE 0); nothing in between.
+WRECKED_MARGIN = 1.0  # nats per token above ln |V|
+WRECKED_SAMPLE_ROWS = 16  # forwards of one example each: their logits at the answer positions only
+
 
 class TrainingError(RuntimeError):
-    """A training ended in a model that must not be saved (collapsed, or short of a configured quality floor)."""
+    """A training ended in a model that must not be saved (collapsed, wrecked, or short of a configured quality
+    floor)."""
+
+
+@dataclass(frozen=True)
+class CollapseSample:
+    """The training inputs the collapse check runs the model on (`first_rows` of the tokenised training set, as
+    token ids) and the pad id that batches them."""
+
+    input_ids: Sequence[Sequence[int]]
+    pad_token_id: int
 
 
 class TrainingGuards:
-    """Mixin for HF Trainer subclasses: stop at the first non-finite loss or gradient norm, naming the step.
+    """Mixin for HF Trainer subclasses: stop at the first non-finite loss or gradient norm, naming the step, and at
+    the end of the first epoch after which the model has collapsed (`check_not_collapsed` on `collapse_sample`).
 
     `job` names the training in messages (e.g. "finetune", "unlearn (flat)"); `remedy` says what to change.
     """
 
-    def __init__(self, *args: Any, job: str, remedy: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, job: str, remedy: str, collapse_sample: CollapseSample, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.job, self.remedy = job, remedy
+        self.job, self.remedy, self.collapse_sample = job, remedy, collapse_sample
+        self.last_grad_norm: float | None = None  # of the last optimiser step, as the gradient guard read it
         self.add_callback(_log_last_step())
+        self.add_callback(_collapse_check(self))
         # Without progress bars (not a terminal) the Trainer prints every log entry; the curves stream to MLflow.
         from transformers.trainer_callback import PrinterCallback
 
@@ -68,6 +90,7 @@ class TrainingGuards:
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         if grad_norm is not None:  # DeepSpeed may not report one; the loss check still holds there
             value = grad_norm.item() if hasattr(grad_norm, "item") else float(grad_norm)
+            self.last_grad_norm = value
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"{self.job}: the gradient norm is {value} {self._where()} (the loss was finite); "
@@ -91,6 +114,30 @@ def guarded_trainer() -> type:
         pass
 
     return GuardedTrainer
+
+
+def _collapse_check(trainer: Any) -> Any:
+    from transformers import TrainerCallback
+
+    class CollapseCheck(TrainerCallback):
+        """`check_not_collapsed` at every epoch end, before that epoch's checkpoint is saved. It reads the gradient
+        norm the gradient guard already has, so unless that is 0 it costs nothing (no forward, no sync).
+
+        Skipped where FSDP or DeepSpeed shard the weights (a forward outside their wrapper would see shards); the
+        launching process checks the whole model after training there."""
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+                return
+            sample = trainer.collapse_sample
+            check_not_collapsed(
+                trainer.model, sample.input_ids, sample.pad_token_id, trainer.last_grad_norm,
+                job=trainer.job, remedy=trainer.remedy,
+                at=f"by the end of epoch {state.epoch:g} of {args.num_train_epochs:g} (step {state.global_step} of "
+                f"{state.max_steps})",
+            )  # fmt: skip
+
+    return CollapseCheck()
 
 
 def _log_last_step() -> Any:
@@ -127,22 +174,34 @@ def check_trained_model(
 
 
 def check_not_collapsed(
-    model: Any, input_ids: Sequence[Sequence[int]], pad_token_id: int, grad_norm: float | None, *, job: str, remedy: str
+    model: Any,
+    input_ids: Sequence[Sequence[int]],
+    pad_token_id: int,
+    grad_norm: float | None,
+    *,
+    job: str,
+    remedy: str,
+    at: str | None = None,
 ) -> None:
-    """Raise TrainingError if the trained model has collapsed: its last gradient norm is 0 and, on a few of its
-    training inputs (`input_ids`), its mean next-token entropy is ln |V|. Costs nothing unless the gradient norm is 0
-    (then one forward on at most 8 x 64 tokens)."""
+    """Raise TrainingError if the model has collapsed: its last gradient norm is 0 and, on a few of its training
+    inputs (`input_ids`), its mean next-token entropy is ln |V|. Costs nothing unless the gradient norm is 0 (then one
+    forward on at most 8 x 64 tokens). `at` says when, during training (e.g. "by the end of epoch 1 of 4 (...)");
+    None: the trained model, after training."""
     if grad_norm is None or grad_norm > COLLAPSE_GRAD_NORM or not input_ids:
         return
     entropy, vocab = _mean_entropy(model, input_ids, pad_token_id)
     uniform = math.log(vocab)
     if uniform - entropy > COLLAPSE_ENTROPY_TOLERANCE:
         return
+    if at is None:
+        what, outcome = "the trained model has collapsed", "it is not saved"
+    else:
+        what, outcome = f"the model has collapsed {at}", "training stops here and no model is saved"
     raise TrainingError(
-        f"{job}: the trained model has collapsed: on {min(len(input_ids), COLLAPSE_SAMPLE_ROWS)} of its training "
-        f"inputs it predicts the uniform distribution over all {vocab} tokens (mean entropy {entropy:.4f} nats, "
-        f"ln {vocab} = {uniform:.4f}) and its last gradient norm is {grad_norm:g}, so no further step can move it; "
-        f"it is not saved. {remedy}"
+        f"{job}: {what}: on {min(len(input_ids), COLLAPSE_SAMPLE_ROWS)} of its training inputs it predicts the "
+        f"uniform distribution over all {vocab} tokens (mean entropy {entropy:.4f} nats, ln {vocab} = "
+        f"{uniform:.4f}) and its last gradient norm is {grad_norm:g}, so no further step can move it; {outcome}. "
+        f"{remedy}"
     )
 
 
@@ -167,3 +226,64 @@ def _mean_entropy(model: Any, input_ids: Sequence[Sequence[int]], pad_token_id: 
     entropy = -(logprobs.exp() * logprobs).sum(-1)
     mask = batch["attention_mask"].to(device).bool()
     return float(entropy[mask].mean()), logits.shape[-1]
+
+
+def check_not_wrecked(
+    model: Any,
+    input_ids: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]],
+    pad_token_id: int,
+    *,
+    about: str,
+    job: str,
+    remedy: str,
+) -> None:
+    """Raise TrainingError if the model is confidently wrong on answers it should still know: on the first
+    `WRECKED_SAMPLE_ROWS` examples (`input_ids`, `labels` as `encode_example` builds them; `about` names them, e.g.
+    "retain answers"), its mean answer-token loss exceeds ln |V| by more than `WRECKED_MARGIN`.
+
+    The other guards miss such a model: an unbounded objective (gradient ascent) keeps its loss and gradient finite
+    while the logits grow, and its output is sharp, far from uniform. One forward per example; nothing with no
+    examples.
+    """
+    rows = list(zip(input_ids, labels, strict=True))[:WRECKED_SAMPLE_ROWS]
+    if not rows:
+        return
+    loss, vocab = _mean_answer_loss(model, rows, pad_token_id)
+    uniform = math.log(vocab)
+    if loss - uniform <= WRECKED_MARGIN:
+        return
+    raise TrainingError(
+        f"{job}: the unlearned model is wrecked: on its first {len(rows)} {about} its mean token loss is {loss:.2f} "
+        f"nats, worse than a uniform guess over its {vocab} tokens (ln {vocab} = {uniform:.2f}) by more than "
+        f"{WRECKED_MARGIN:g} nat: it is confidently wrong, not just ignorant, and its scores would say nothing. "
+        f"{remedy}"
+    )
+
+
+def _mean_answer_loss(
+    model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int
+) -> tuple[float, int]:
+    """Mean cross-entropy over every answer token of `rows` (input ids, labels), and the vocabulary size."""
+    import torch
+
+    from flat_pipeline.batching import pad_batch
+    from flat_pipeline.prompts import IGNORE_INDEX
+    from flat_pipeline.scoring import answer_logits
+
+    device = next(model.parameters()).device
+    total, count, vocab = 0.0, 0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for ids, labels in rows:  # one at a time: a long answer's logits over a 128k vocabulary are large
+            batch = {k: v.to(device) for k, v in pad_batch([ids], pad_token_id, labels=[labels]).items()}
+            with torch.no_grad():
+                logits, targets = answer_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            answer = targets != IGNORE_INDEX
+            logits, targets = logits[answer].float(), targets[answer]
+            total += float((torch.logsumexp(logits, -1) - logits.gather(-1, targets[:, None])[:, 0]).sum())
+            count, vocab = count + len(targets), logits.shape[-1]
+    finally:
+        model.train(was_training)
+    return total / max(count, 1), vocab

@@ -40,7 +40,7 @@ from flat_pipeline.training.common import (
     training_arguments,
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
-from flat_pipeline.training.guards import check_trained_model, first_rows, guarded_trainer
+from flat_pipeline.training.guards import CollapseSample, check_trained_model, first_rows, guarded_trainer
 from flat_pipeline.training.methods import LOSS_FORMS, METHODS, SHARED_DEFAULTS, Method
 from flat_pipeline.training.tracking import curves_callback
 from flat_pipeline.training.trajectory import Trajectory, TrajectoryConfig
@@ -370,6 +370,7 @@ def _unlearn_here(
             unlearn_config=config,
             reference=reference,
             on_epoch_end=on_epoch_end,
+            collapse_sample=CollapseSample(first_rows(train_set)["forget_input_ids"], tokenizer.pad_token_id),
             callbacks=[curves_callback(track_as), *([trajectory.callback(tokenizer)] if trajectory else [])],
         )
         if checkpoint:

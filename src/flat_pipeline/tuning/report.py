@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from flat_pipeline.metrics.tofu import log10_forget_quality
 from flat_pipeline.tuning.study import SEARCH, SEEDS, TuneConfig, open_storage, study_name, trial_records
+
+# Columns that are p-values spanning decades (forget_quality: 1e-120 to 1), and their log10: seeds are averaged and
+# charted on that scale, where an arithmetic mean would be the largest seed's share of it.
+LOG10_COLUMNS = {"forget_quality": log10_forget_quality}
 
 
 def collect(config: TuneConfig, methods: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -44,7 +49,9 @@ def tuned_table(
     """One row per method (pareto: per front point) and the original and retain models as reference rows.
 
     `<metric>` holds the mean over the seed re-runs of the best setting (the search trial itself when no seed ran)
-    and `<metric>_std` their standard deviation; `seeds` how many re-runs the mean is over. Sorted by the rule.
+    and `<metric>_std` their standard deviation; `seeds` how many re-runs the mean is over. forget_quality's mean and
+    standard deviation are of its log10 (`log10_forget_quality`, `log10_forget_quality_std`), and `forget_quality` is
+    10 to that mean (the seeds' geometric mean). Sorted by the rule.
     """
     rule = config.selection
     floor = rule.floor(original) if rule.mode == "constrained" else -math.inf
@@ -87,7 +94,14 @@ def tuned_table(
 def _metric_cells(runs: Sequence[Mapping[str, float]], columns: Sequence[str]) -> dict[str, float]:
     cells: dict[str, float] = {}
     for column in columns:
-        cells[column], cells[f"{column}_std"] = _spread([run.get(column, math.nan) for run in runs])
+        values = [run.get(column, math.nan) for run in runs]
+        if column in LOG10_COLUMNS:
+            to_log10 = LOG10_COLUMNS[column]
+            mean, std = _spread([to_log10(v) for v in values if v is not None])
+            cells[f"log10_{column}"], cells[f"log10_{column}_std"] = mean, std
+            cells[column], cells[f"{column}_std"] = 10**mean, math.nan  # the spread is the log10 column's
+        else:
+            cells[column], cells[f"{column}_std"] = _spread(values)
     return cells
 
 
@@ -101,6 +115,16 @@ def _cell(mean: float, std: float, seeds: int) -> str:
     shown = f"{mean:.2e}" if abs(mean) and (abs(mean) < 1e-3 or abs(mean) >= 1e4) else f"{mean:.3f}"
     if seeds > 1 and not math.isnan(std):
         shown += f" ± {std:.1e}" if abs(std) and abs(std) < 1e-3 else f" ± {std:.3f}"
+    return shown
+
+
+def _log10_cell(mean: float, std: float, seeds: int) -> str:
+    """A p-value column: the geometric mean, and over seeds the mean ± standard deviation of log10."""
+    if math.isnan(mean):
+        return "–"
+    shown = _cell(10**mean, math.nan, 1)
+    if seeds > 1 and not math.isnan(std):
+        shown += f" (log10 {mean:.2f} ± {std:.2f})"
     return shown
 
 
@@ -130,7 +154,12 @@ def tuned_markdown(
             name = f"*{row['method']}*"
         counts = ["", "", ""] if row["kind"] == "reference" else [str(row["trials"]), str(row["failed"]),
                                                                    str(row["above_floor"])]  # fmt: skip
-        cells = [_cell(row[c], row[f"{c}_std"], int(row["seeds"])) for c in columns]
+        cells = [
+            _log10_cell(row[f"log10_{c}"], row[f"log10_{c}_std"], int(row["seeds"]))
+            if c in LOG10_COLUMNS
+            else _cell(row[c], row[f"{c}_std"], int(row["seeds"]))
+            for c in columns
+        ]
         lines.append(f"| {name} | {row['setting']} | " + " | ".join(counts + cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -144,42 +173,46 @@ def tradeoff_figure(
 ) -> Figure:
     """Every search trial of every method on the rule's two axes (small, faded), each method's seed re-runs (hollow)
     and their mean (large), or its Pareto front (a line); the floor, and the original and retain models as
-    reference points. The seeds are drawn one by one, not as mean ± std bars: forget_quality's log axis cannot show
-    a bar that reaches below zero."""
+    reference points. forget_quality is drawn as its log10, the picks at their seeds' mean log10. The seeds are drawn
+    one by one, not as mean ± std bars."""
     rule = config.selection
     x_name, y_name = rule.objective, rule.floor_metric
+    log10 = LOG10_COLUMNS.get(x_name)
     figure = Figure(figsize=(9, 6))
     ax = figure.subplots()
 
+    def x_of(value: float) -> float:
+        return log10(value) if log10 is not None else value
+
     def points(records: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
         done = [t["metrics"] for t in records if t["state"] == "COMPLETE" and x_name in t["metrics"]]
-        return [p[x_name] for p in done], [p.get(y_name, math.nan) for p in done]
+        return [x_of(p[x_name]) for p in done], [p.get(y_name, math.nan) for p in done]
 
-    # forget_quality of a wrecked trial can be 1e-120: such trials are drawn on the left edge, three decades below
-    # the leftmost pick or reference, so that the picks keep the axis
-    kept = [original.get(x_name, math.nan), retain.get(x_name, math.nan), *table[x_name]]
-    kept = [x for x in kept if x > 0]
-    edge = min(kept) / 1e3 if x_name == "forget_quality" and kept else -math.inf
+    picked_x = f"log10_{x_name}" if log10 is not None else x_name
+    # forget_quality of a wrecked trial can be 1e-120 (or 0): such trials are drawn on the left edge, three decades
+    # below the leftmost pick or reference, so that the picks keep the axis
+    kept = [x_of(original.get(x_name, math.nan)), x_of(retain.get(x_name, math.nan)), *table[picked_x]]
+    kept = [x for x in kept if math.isfinite(x)]
+    edge = min(kept) - 3 if log10 is not None and kept else -math.inf
     for i, (method, phases) in enumerate(trials.items()):
         colour, marker = f"C{i % 10}", "os^Dv<>pPX"[i // 10 % 10]
         xs, ys = points(phases[SEARCH])
         ax.scatter([max(x, edge) for x in xs], ys, s=12, alpha=0.25, color=colour, marker=marker)
         picked = table[table["method"] == method]
         if rule.mode == "pareto":
-            ax.plot(picked[x_name], picked[y_name], "-", marker=marker, color=colour, label=method)
+            ax.plot(picked[picked_x], picked[y_name], "-", marker=marker, color=colour, label=method)
         elif len(picked):
             ax.scatter(*points(phases[SEEDS]), s=30, facecolors="none", edgecolors=colour, marker=marker)
             row = picked.iloc[0]
-            ax.scatter([row[x_name]], [row[y_name]], s=80, color=colour, marker=marker, edgecolors="black",
+            ax.scatter([row[picked_x]], [row[y_name]], s=80, color=colour, marker=marker, edgecolors="black",
                        label=method)  # fmt: skip
     for name, metrics, style in (("original", original, "k*"), ("retain", retain, "g*")):
-        ax.plot(metrics.get(x_name, math.nan), metrics.get(y_name, math.nan), style, markersize=15, label=name)
+        ax.plot(x_of(metrics.get(x_name, math.nan)), metrics.get(y_name, math.nan), style, markersize=15, label=name)
     if rule.mode == "constrained":
         ax.axhline(rule.floor(original), color="grey", linestyle="--", linewidth=1, label="floor")
-    if x_name == "forget_quality":
-        ax.set_xscale("log")
-        ax.set_xlim(left=edge / 2)
-    ax.set_xlabel(x_name)
+    if math.isfinite(edge):
+        ax.set_xlim(left=edge - 0.5)
+    ax.set_xlabel(f"log10 {x_name}" if log10 is not None else x_name)
     ax.set_ylabel(y_name)
     kind = "Pareto front" if rule.mode == "pareto" else "pick: mean of its seeds (large), each seed (hollow)"
     ax.set_title(f"every search trial (faded); each method's {kind}\n{rule.describe()}", fontsize=9)

@@ -30,9 +30,9 @@ from typing import Any
 from flat_pipeline.config import ParameterError, check_number, config_from_params
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import PromptFormat
-from flat_pipeline.training.guards import TrainingError
+from flat_pipeline.training.guards import WRECKED_SAMPLE_ROWS, TrainingError, check_not_wrecked
 from flat_pipeline.training.tracking import flatten, method_label
-from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
+from flat_pipeline.training.unlearn import UnlearnConfig, tokenize_retain, unlearn
 from flat_pipeline.tuning.rule import SelectionRule
 from flat_pipeline.tuning.space import Dimension, corner_settings, method_space
 
@@ -279,7 +279,15 @@ def _run_trial(  # noqa: PLR0917 (bound by partial per method, then called with 
         try:
             trained, _ = unlearn(bundle, data.forget_templates, unlearn_config, data.prompt,
                                  retain_rows=data.retain_rows, track_as="unlearn")  # fmt: skip
-        except (FloatingPointError, TrainingError) as error:  # a diverged or collapsed setting: a failed trial
+            # A setting can wreck the model (gradient ascent at the top of the ranges: one token repeated) with a
+            # finite loss and a sharp output, which no training guard sees; failed here, it is neither evaluated
+            # nor ever picked by the rule.
+            kept = tokenize_retain(data.retain_rows.select(range(min(len(data.retain_rows), WRECKED_SAMPLE_ROWS))),
+                                   trained.tokenizer, data.prompt, unlearn_config.max_length)  # fmt: skip
+            check_not_wrecked(trained.model, kept["input_ids"], kept["labels"], trained.tokenizer.pad_token_id,
+                              about="retain answers", job=f"unlearn ({unlearn_config.method})",
+                              remedy=unlearn_config.remedy())  # fmt: skip
+        except (FloatingPointError, TrainingError) as error:  # diverged, collapsed or wrecked: a failed trial
             logger.warning("tune %s failed: %s", label, error)
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
         else:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from datasets import Dataset, DatasetDict
 
-from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets, compare_models, template_pool
+from flat_pipeline.models.loading import load_causal_lm
+from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets, compare_models, evaluate, template_pool
 
 SETS = {
     "retain": "retain_perturbed",
@@ -91,3 +94,24 @@ def test_template_pool_and_comparison_figure():
     assert figure is same
     assert [ax.get_title() for ax in figure.axes] == ["forget_quality", "model_utility"]
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["original", "retain", "unlearned"]
+
+
+def test_a_model_is_evaluated_without_a_retain_reference_leaving_out_what_compares_with_it(
+    benchmark, tiny_model_dir, caplog
+):
+    """evaluate_original before any retain model was evaluated: every metric but those comparing with the retain
+    model, and a warning naming those left out."""
+    metrics = ["forget_quality", "forget_Q_A_Prob", "mia_min_k", "privleak", "forget_truth_ratio"]
+    evaluate_params = {**params(metrics), "settings": {"max_items": 8}}
+    sets = build_evaluation_sets(benchmark, benchmark["forget10_perturbed"], benchmark["holdout10"], evaluate_params)
+    model = load_causal_lm(str(tiny_model_dir))
+    with caplog.at_level(logging.WARNING):
+        report, items, mlflow_metrics = evaluate(
+            model, sets, [], None, {}, {"forget_split": "forget10"}, evaluate_params
+        )
+    assert set(report["metrics"]) == {"forget_Q_A_Prob", "mia_min_k", "forget_truth_ratio"}
+    assert set(mlflow_metrics) == set(report["metrics"])
+    assert report["retain_reference"] is None
+    assert len(items[items["set"] == "forget"]) == 8
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no retain reference" in w and "['forget_quality', 'privleak']" in w for w in warnings), warnings

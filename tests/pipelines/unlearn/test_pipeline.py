@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import transformers
 from datasets import Dataset, DatasetDict
@@ -34,7 +36,7 @@ def forget_templates(small_world):
     )
 
 
-def unlearn_catalog(original, forget_templates, small_world, unlearn):
+def unlearn_catalog(original, forget_templates, small_world, unlearn, evaluate=EVALUATE):
     """What `kedro run --pipelines unlearn` loads: the original model, data_prep's and templates' sets, parameters."""
     splits = DatasetDict({name: Dataset.from_list(rows) for name, rows in small_world.items()})
     return DataCatalog(
@@ -48,7 +50,7 @@ def unlearn_catalog(original, forget_templates, small_world, unlearn):
             "params:model": MemoryDataset({"prompt": {"format": "phi-1_5"}}),
             "params:unlearn": MemoryDataset(unlearn),
             "params:templates": MemoryDataset({"pairing": "resample"}),
-            "params:evaluate": MemoryDataset(EVALUATE),
+            "params:evaluate": MemoryDataset(evaluate),
             "params:data_prep": MemoryDataset({"forget_split": "forget05"}),
             "unlearned_model": MemoryDataset(copy_mode="assign"),
         }
@@ -95,3 +97,22 @@ def test_a_trajectory_adds_its_points_to_the_unlearning_history(tiny_model_dir, 
     for name in trajectory["metrics"]:
         assert [entry["step"] for entry in history[f"trajectory/{name}"]] == [0, 3]  # the start, then 1 epoch
     assert len(history["unlearn_loss"]) == 3
+
+
+def test_the_evaluation_sets_are_built_only_for_a_trajectory(tiny_model_dir, forget_templates, small_world, caplog):
+    # evaluate.sets names a split the benchmark lacks: building the sets fails, so an unlearning without a
+    # trajectory, which reads none of them, must not build them
+    evaluate = {**EVALUATE, "sets": {"retain": "no_such_split"}}
+    catalog = unlearn_catalog(load_causal_lm(str(tiny_model_dir)), forget_templates, small_world, UNLEARN, evaluate)
+    with caplog.at_level(logging.INFO):
+        SequentialRunner().run(create_pipeline(), catalog)
+    assert len(catalog.load("unlearn_metrics")["unlearn_loss"]) == 3
+    assert not [message for message in caplog.messages if message.startswith("evaluation sets:")]
+    trajectory = {"every": "epoch", "metrics": ["forget_truth_ratio"]}
+    catalog = unlearn_catalog(
+        load_causal_lm(str(tiny_model_dir)), forget_templates, small_world, {**UNLEARN, "trajectory": trajectory},
+        evaluate,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"^parameter evaluate.sets: split\(s\) \['no_such_split'\] not in the"):
+        SequentialRunner().run(create_pipeline(), catalog)
+    assert "unlearned_model" not in catalog or not catalog.exists("unlearned_model")  # refused before training

@@ -109,22 +109,25 @@ def evaluate(
     model: ModelBundle,
     sets: EvalSets,
     templates: list[str],
-    reference: dict[str, Any],
+    reference: dict[str, Any] | None,
     model_params: dict[str, Any],
     data_prep_params: dict[str, Any],
     evaluate_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """Evaluate a model; forget_quality, privleak and forget_quality_gap compare it with the pinned retain reference.
+    Without one (None: no retain model evaluated yet) those are left out, with a warning naming them, and the other
+    metrics are reported.
 
     Raises:
         ValueError: the reference was computed for another forget split, tokenizer or forget set size, or holds no
             numbers for a requested metric that compares with it.
     """
     config = EvaluateConfig.from_params(evaluate_params.get("settings", {}))
-    pinned = RetainReference(**reference)
-    n_forget = len(sets["forget"]) if config.max_items is None else min(len(sets["forget"]), config.max_items)
-    pinned.check(data_prep_params["forget_split"], tokenizer_fingerprint(model.tokenizer), n_forget)
-    pinned.check_holds(evaluate_params["metrics"])
+    pinned = None if reference is None else RetainReference(**reference)
+    if pinned is not None:
+        n_forget = len(sets["forget"]) if config.max_items is None else min(len(sets["forget"]), config.max_items)
+        pinned.check(data_prep_params["forget_split"], tokenizer_fingerprint(model.tokenizer), n_forget)
+        pinned.check_holds(evaluate_params["metrics"])
     summary, ctx = evaluate_model(
         model,
         sets,

@@ -9,6 +9,9 @@ from .nodes import build_evaluation_sets, compare_models, evaluate, evaluate_ret
 # The retain model first: its numbers are the reference the others are compared with.
 ROLES = ("retain", "original", "unlearned")
 PARAMS = ["params:model", "params:data_prep", "params:evaluate"]
+# Evaluations that run without a saved retain reference (none evaluated yet), leaving out what compares with it; the
+# benchmark's and tune's, whose leaderboards rank by forget_quality, need one (hooks/preflight.py).
+REFERENCE_OPTIONAL_NODES = frozenset(f"{role}.evaluate_model_node" for role in ("original", "unlearned"))
 
 
 def _outputs(role: str) -> list[str]:

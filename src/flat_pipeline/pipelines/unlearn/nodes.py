@@ -5,17 +5,37 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from flat_pipeline.evaluation import EvalSets, EvaluateConfig, RetainReference
 from flat_pipeline.models.loading import ModelBundle
+from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets
 from flat_pipeline.prompts import PromptFormat
 from flat_pipeline.training.methods import SHARED_DEFAULTS
 from flat_pipeline.training.tracking import log_method_defaults
-from flat_pipeline.training.trajectory import Trajectory
+from flat_pipeline.training.trajectory import Trajectory, TrajectoryConfig
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
 
 logger = logging.getLogger(__name__)
+
+
+def trajectory_sets(
+    unlearn_params: dict[str, Any],
+    benchmark: DatasetDict,
+    forget_set: Dataset,
+    holdout_set: Dataset,
+    evaluate_params: dict[str, Any],
+) -> EvalSets:
+    """The evaluation sets a trajectory (`unlearn.trajectory`) evaluates on, built as the evaluate pipeline builds
+    them; none (an empty mapping) when `unlearn.trajectory.every` is null, as nothing then reads them.
+
+    Args:
+        unlearn_params: `unlearn` parameters; only `trajectory` is read.
+        benchmark, forget_set, holdout_set, evaluate_params: what `build_evaluation_sets` takes.
+    """
+    if not TrajectoryConfig.from_params(unlearn_params.get("trajectory"), "unlearn").enabled:
+        return {}
+    return build_evaluation_sets(benchmark, forget_set, holdout_set, evaluate_params)
 
 
 def unlearn_model(
@@ -41,7 +61,7 @@ def unlearn_model(
         unlearn_params: `unlearn` parameters (method, its settings, optimiser, epochs, trajectory, ...).
         templates_params: `templates` parameters (pairing and seed of the template candidates).
         evaluation_sets, template_pool: what the evaluate pipeline evaluates on; read only by a trajectory
-            (`unlearn.trajectory`).
+            (`unlearn.trajectory`; without one the sets may be empty).
         evaluate_params, data_prep_params: `evaluate` (the trajectory's evaluation settings) and `data_prep` (the
             forget split the retain reference must match); read only by a trajectory.
         retain_reference: the retain model's numbers, for trajectory metrics that compare with them (forget_quality,
@@ -70,7 +90,7 @@ def unlearn_model(
     prompt = PromptFormat.from_params(model_params)
     trajectory = None
     if config.trajectory_settings.enabled:  # checked against the sets and the reference before any training
-        if evaluation_sets is None or evaluate_params is None:
+        if not evaluation_sets or evaluate_params is None:
             raise ValueError("unlearn.trajectory needs the evaluation sets and the evaluate parameters")
         trajectory = Trajectory(
             config.trajectory_settings,
