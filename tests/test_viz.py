@@ -135,7 +135,7 @@ def test_the_benchmark_collapses_to_one_box_per_method_feeding_the_leaderboard(v
 
     # what a collapsed view shows: the root's children, parameters aside
     shown = {names[c["id"]] for c in tree["__root__"]["children"] if kinds.get(c["id"]) != "parameters"}
-    artifacts = {"evaluation_items", "evaluation_metrics", "unlearn_metrics"}  # written, read by no node
+    artifacts = {"evaluation_items", "unlearn_metrics"}  # written, and read inside the box only (method_record)
     leaderboard = {
         f"leaderboard_{name}{suffix}" for name in ("table", "markdown", "scatter") for suffix in ("", "_artifact")
     }
@@ -145,7 +145,6 @@ def test_the_benchmark_collapses_to_one_box_per_method_feeding_the_leaderboard(v
         *("benchmark_splits", "forget_set", "holdout_set", "build_evaluation_sets_node", "template_pool_node"),
         *("original_evaluation_summary", "retain_evaluation_summary", "leaderboard_node", *leaderboard),
         *(summary_of(method) for method in BENCHMARK_METHODS),
-        *(f"{method}.{artifact}" for method in BENCHMARK_METHODS for artifact in artifacts),
     }
 
     edges = {(names[e["source"]], names[e["target"]]) for e in graph["edges"]}
@@ -158,13 +157,15 @@ def test_the_benchmark_collapses_to_one_box_per_method_feeding_the_leaderboard(v
         box = tree[method]
         inside = {names[c["id"]] for c in box["children"]}
         internal = {f"{method}.unlearned_model", f"{method}.unlearn_parameters"}
-        assert internal | {f"{method}.unlearn_model_node", f"{method}.evaluate_model_node"} <= inside
+        internal |= {f"{method}.{artifact}" for artifact in artifacts}
+        nodes = {f"{method}.{node}" for node in ("unlearn_model_node", "evaluate_model_node", "method_record_node")}
+        assert internal | nodes <= inside
         assert {names[i] for i in box["inputs"] if not names[i].startswith("params:")} == SHARED
-        assert {names[o] for o in box["outputs"]} == {summary_of(method), *(f"{method}.{a}" for a in artifacts)}
+        assert {names[o] for o in box["outputs"]} == {summary_of(method)}
         assert {(method, summary_of(method)), (summary_of(method), "leaderboard_node")} <= edges
-        # the leaderboard reads the summary; no node outside the namespace reads anything else of it
+        # the leaderboard reads the summary; the box's files are read by its own last node only
         assert readers(summary_of(method)) == {"leaderboard_node"}
-        assert all(readers(f"{method}.{a}") == set() for a in artifacts)
+        assert all(readers(f"{method}.{a}") == {f"{method}.method_record_node"} for a in artifacts)
         assert all(reader.startswith(f"{method}.") for dataset in internal for reader in readers(dataset))
 
 

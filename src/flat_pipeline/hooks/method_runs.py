@@ -12,6 +12,7 @@ interleave), and every child is ended before kedro-mlflow ends the parent.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import mlflow
@@ -72,6 +73,10 @@ class MethodRunsHook:
             merged = next(iter(outputs.values()))
             mlflow.log_params(flatten(merged, "unlearn"))
             mlflow.set_tag(METHOD_TAG, method_label(merged))
+        # the method's summary (its namespace's one output) holds its metrics: the child's forget_quality, ...
+        if self._current is not None and node.name.endswith("method_record_node"):
+            metrics = next(iter(outputs.values()))["metrics"]
+            mlflow.log_metrics({name: value for name, value in metrics.items() if math.isfinite(value)}, step=0)
 
     @hook_impl(tryfirst=True)
     def after_pipeline_run(self) -> None:

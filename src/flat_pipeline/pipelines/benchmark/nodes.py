@@ -9,6 +9,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from flat_pipeline.pipelines.evaluate.nodes import evaluate
+
 # Default leaderboard columns (`benchmark.leaderboard.columns`), in order: open-unlearning's TOFU headline numbers,
 # then what tells templated answers apart.
 COLUMNS = [
@@ -43,6 +45,30 @@ def method_parameters(
     if merged.get("output_dir"):
         merged["output_dir"] = str(Path(merged["output_dir"]) / name)
     return merged
+
+
+def evaluate_method(*args: Any) -> tuple[dict[str, Any], pd.DataFrame]:
+    """`evaluate` of one method's unlearned model: its summary and item table. The summary's metrics reach the
+    method's MLflow child run from `method_record`'s output (hooks/method_runs.py)."""
+    report, items, _ = evaluate(*args)
+    return report, items
+
+
+def method_record(summary: dict[str, Any], items: pd.DataFrame, history: dict[str, list[float]]) -> dict[str, Any]:
+    """A method's evaluation summary for the leaderboard, with what its unlearning and evaluation amounted to: the
+    optimiser steps and last training loss, and the items scored per evaluation set.
+
+    It reads the method's item table and training history, the last outputs of its namespace: collapsed in kedro-viz,
+    a method is then one box whose one output feeds the leaderboard (kedro-viz draws every unread output of a
+    namespace beside its box).
+    """
+    losses = history.get("unlearn_loss") or []
+    per_set = items.groupby("set").size() if "set" in items.columns else pd.Series(dtype=int)
+    return {
+        **summary,
+        "training": {"steps": len(losses), "last_loss": losses[-1] if losses else None},
+        "items": {str(name): int(count) for name, count in per_set.items()},
+    }
 
 
 def leaderboard(

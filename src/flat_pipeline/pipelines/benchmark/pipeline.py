@@ -7,9 +7,10 @@ summaries in the catalog).
 A method's namespace keeps its datasets (`npo.unlearned_model`, `npo.evaluation_items`, ...) but for its evaluation
 summary, which the leaderboard reads: that one leaves the namespace as `benchmark_<method>_evaluation_summary`
 (`summary_of`), so that no node outside a namespace names a dataset inside one (Kedro warns of dotted names there).
-Collapsed in kedro-viz, each method is one box whose summary feeds the leaderboard; the box's files that nothing
-reads (evaluation items, MLflow metrics, training history) show beside it, as kedro-viz draws every output of a
-namespace that none of its nodes reads.
+Collapsed in kedro-viz, each method is one box whose one output, the summary, feeds the leaderboard: kedro-viz draws
+every output of a namespace that none of its nodes reads beside its box, so the last node (`method_record`) reads
+the method's item table and training history. The summary's metrics go to the method's MLflow child run
+(hooks/method_runs.py).
 """
 
 from functools import partial, update_wrapper
@@ -19,7 +20,7 @@ from kedro.pipeline import Node, Pipeline
 from flat_pipeline.pipelines.evaluate.pipeline import PARAMS, evaluate_node, evaluation_inputs
 from flat_pipeline.pipelines.unlearn.pipeline import unlearn_node
 
-from .nodes import leaderboard, method_parameters
+from .nodes import evaluate_method, leaderboard, method_parameters, method_record
 
 BENCHMARK_METHODS = (
     "flat_kl",
@@ -54,7 +55,14 @@ def _method(name: str) -> Pipeline:
                 tags="unlearn",
             ),
             unlearn_node("unlearn_parameters", with_reference=True),
-            evaluate_node("unlearned_model", ["evaluation_summary", "evaluation_items", "evaluation_metrics"]),
+            evaluate_node("unlearned_model", ["evaluation", "evaluation_items"], func=evaluate_method),
+            Node(
+                func=method_record,
+                inputs=["evaluation", "evaluation_items", "unlearn_metrics"],
+                outputs="evaluation_summary",
+                name="method_record_node",
+                tags="evaluate",
+            ),
         ],
         namespace=name,
         inputs=SHARED,

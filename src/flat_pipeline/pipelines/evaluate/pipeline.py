@@ -2,6 +2,9 @@
 models, each in its own namespace so kedro-viz shows them side by side, then a comparison figure. Each role is also
 registered alone (`evaluate_retain`, `evaluate_original`, `evaluate_unlearned`)."""
 
+from collections.abc import Callable
+from typing import Any
+
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import build_evaluation_sets, compare_models, evaluate, evaluate_retain, template_pool
@@ -18,10 +21,11 @@ def _outputs(role: str) -> list[str]:
     return [f"{role}_evaluation_summary", f"{role}_evaluation_items", f"{role}_evaluation_metrics"]
 
 
-def evaluate_node(model: str, outputs: list[str]) -> Node:
-    """The node that evaluates `model` against the pinned `retain_reference` (wrapped in a namespace by its users)."""
+def evaluate_node(model: str, outputs: list[str], func: Callable[..., Any] = evaluate) -> Node:
+    """The node that evaluates `model` against the pinned `retain_reference` (wrapped in a namespace by its users);
+    `func` takes `evaluate`'s arguments and returns `outputs`."""
     return Node(
-        func=evaluate,
+        func=func,
         inputs=[model, "evaluation_sets", "template_pool", "retain_reference", *PARAMS],
         outputs=outputs,
         name="evaluate_model_node",
