@@ -51,6 +51,7 @@ def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
 def plain_trainer_seconds(folder: str, rows: Dataset, prompt: PromptFormat, args: argparse.Namespace) -> float:
     """A plain HF Trainer: the same examples, padded in random batches, loss over the full logits."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     bundle = load_causal_lm(folder)
     encoded = [encode_example(bundle.tokenizer, r["answer"], r["question"], prompt) for r in rows]
@@ -73,6 +74,7 @@ def plain_trainer_seconds(folder: str, rows: Dataset, prompt: PromptFormat, args
             train_dataset=train,
             data_collator=DataCollatorForSeq2Seq(bundle.tokenizer, label_pad_token_id=-100),
         )
+        trainer.remove_callback(PrinterCallback)  # its log lines would land in the printed table
         start = time.perf_counter()
         trainer.train()
         return time.perf_counter() - start
