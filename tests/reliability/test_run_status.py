@@ -203,8 +203,11 @@ def test_a_ctrl_c_in_a_notebook_cell_ends_the_run_killed_when_the_cell_ends(proj
     def interrupted(self, inputs=None):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the node runs
         time.sleep(60)
+        raise AssertionError("SIGINT raised no KeyboardInterrupt")
 
     monkeypatch.setattr(Node, "run", interrupted)
+    # a kernel's SIGINT handler raises KeyboardInterrupt; pytest-xdist's workers ignore SIGINT
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     shell = InteractiveShell.instance()
     try:
         shell.user_ns.update(run_session=run_session, project=project)
@@ -214,6 +217,7 @@ def test_a_ctrl_c_in_a_notebook_cell_ends_the_run_killed_when_the_cell_ends(proj
             mlflow.end_run()
     finally:
         InteractiveShell.clear_instance()
+        signal.signal(signal.SIGINT, previous_handler)
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     (run,) = all_runs(project).values()
     assert run.info.status == "KILLED"
