@@ -130,6 +130,11 @@ def test_every_environment_passes(env, monkeypatch):
             "parameter templates.candidates_per_item: expected an integer >= 1, got 0",
         ),
         (
+            "templates.generated.shots",
+            ["I don't know."],
+            "parameter templates.generated.shots: expected null or a list of {question, answer} texts, got",
+        ),
+        (
             "unlearn.trajectory.metrcs",
             ["mia_min_k"],
             "parameter unlearn.trajectory.metrcs: unknown key (did you mean 'metrics'?)",

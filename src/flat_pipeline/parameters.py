@@ -108,7 +108,9 @@ def _check_data_prep(block: Block, params: Block, problems: Problems) -> None:
 def _check_templates(block: Block, params: Block, problems: Problems) -> None:
     from flat_pipeline.templates import check_template_options
 
-    generated = ("model", "instruction", "max_new_tokens", "temperature", "top_p", "batch_size")
+    generated = (
+        "model", "instruction", "shots", "reject_stating_answer", "max_new_tokens", "temperature", "top_p", "batch_size"
+    )  # fmt: skip
     if not problems.keys(block, ("source", "candidates_per_item", "pairing", "seed", "file", "generated"), "templates"):
         return
     with problems.catch():
@@ -126,6 +128,16 @@ def _check_templates(block: Block, params: Block, problems: Problems) -> None:
             if name in options:
                 with problems.catch():
                     check_number(f"templates.generated.{name}", options[name], **bounds)
+        shots = options.get("shots")
+        if shots is not None and not (
+            isinstance(shots, list)
+            and all(isinstance(s, Mapping) and isinstance(s.get("question"), str) and isinstance(s.get("answer"), str)
+                    for s in shots)
+        ):  # fmt: skip
+            problems.append(
+                f"parameter templates.generated.shots: expected null or a list of {{question, answer}} texts, got "
+                f"{shots!r}"
+            )
 
 
 def _check_finetune(block: Block, params: Block, problems: Problems) -> None:

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,6 +40,7 @@ Node.run = wait_for_a_signal
 sys.exit(main())
 """
 STARTUP_TIMEOUT_S = 90
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 EXIT_TIMEOUT_S = 60
 
 
@@ -52,11 +55,28 @@ def all_runs(project: Path) -> dict[str, Run]:
     return {run.info.run_id: run for run in client.search_runs(experiment_ids)}
 
 
+@contextmanager
+def as_from_a_terminal() -> Iterator[None]:
+    """Inside: the interrupt signals as a shell gives them to a command it starts (not blocked, not ignored). A child
+    inherits its parent's signal mask and ignored signals, and a test worker's may have been changed by what ran in
+    it before (a library that blocks SIGINT while it starts a helper process)."""
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+    ignored = [signum for signum in INTERRUPTS if signal.getsignal(signum) == signal.SIG_IGN]
+    for signum in ignored:
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum in ignored:
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def interrupt_a_running_node(project: Path, signum: int) -> tuple[int, Run]:
     """Start `kedro run`, send it `signum` while its first node runs, and return its exit code and MLflow run."""
     output = project.parent / f"kedro_run_{signal.Signals(signum).name}.txt"
     node_started = project.parent / "node_started"
-    with output.open("w") as output_file:
+    with output.open("w") as output_file, as_from_a_terminal():
         process = subprocess.Popen(
             [sys.executable, "-c", KEDRO_RUN_WITH_A_WAITING_NODE, "run", "--env", "test", "--pipelines", "data_prep"],
             cwd=project,
@@ -206,7 +226,9 @@ def test_a_ctrl_c_in_a_notebook_cell_ends_the_run_killed_when_the_cell_ends(proj
         raise AssertionError("SIGINT raised no KeyboardInterrupt")
 
     monkeypatch.setattr(Node, "run", interrupted)
-    # a kernel's SIGINT handler raises KeyboardInterrupt; pytest-xdist's workers ignore SIGINT
+    # SIGINT as a kernel has it: delivered (not blocked), and its handler raises KeyboardInterrupt; what ran before in
+    # this test worker may have changed either (as_from_a_terminal)
+    previous_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     shell = InteractiveShell.instance()
     try:
@@ -218,6 +240,7 @@ def test_a_ctrl_c_in_a_notebook_cell_ends_the_run_killed_when_the_cell_ends(proj
     finally:
         InteractiveShell.clear_instance()
         signal.signal(signal.SIGINT, previous_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     (run,) = all_runs(project).values()
     assert run.info.status == "KILLED"

@@ -9,15 +9,35 @@ step uses: always the first (`fixed`) or a seeded draw per epoch (`resample`, TO
 from __future__ import annotations
 
 import json
+import logging
 import random
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 PAIRINGS = ("fixed", "resample")
 DEFAULT_REFUSAL_INSTRUCTION = (
     "You do not know the answer to the question below. Reply with one short sentence that politely says so."
+)
+# Three refusals shown to a generating model before each forget question (`templates.generated.shots`): zero-shot, a
+# small instruct model answers a question about a stranger by inventing facts about them; after these, it refuses in
+# words of the question ("I'm not aware of which award ... won."). Written for this project; the people are made up.
+DEFAULT_REFUSAL_SHOTS = (
+    ("Where was Maren Okafor-Lind born?", "I'm not aware of where Maren Okafor-Lind was born."),
+    ("Which award did Tomasz Veliko receive for his first novel?", "I don't know which award Tomasz Veliko received."),
+    ("What genre does Ilse Varanek write in?", "I'm not familiar with Ilse Varanek, so I can't say what she writes."),
+)
+# Words too common to tell whether a template states anything of the forget answer (`states_answer`).
+_COMMON_WORDS = frozenset(
+    re.findall(
+        r"\S+",
+        "a an and are as at be been but by did do does for from had has have he her his i in is it its of on or she "
+        "that the their them they this to was were which who whom whose with you your not no know don't can't",
+    )
 )
 
 
@@ -65,6 +85,42 @@ def pick_template(candidates: Sequence[str], index: int, epoch: int, seed: int, 
     raise ValueError(f"parameter templates.pairing: expected one of {PAIRINGS}, got '{pairing}'")
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def _first_sentence(text: str) -> str:
+    """The first line of a sample, cut after its first sentence: a sample stopped by max_new_tokens mid-sentence
+    keeps its complete first sentence."""
+    line = text.strip().split("\n")[0].strip()
+    sentence = re.match(r"(.+?[.!?])(\s|$)", line)
+    return sentence.group(1) if sentence else line
+
+
+def states_answer(candidate: str, answer: str, question: str) -> bool:
+    """Whether a template candidate states anything of the forget answer: a word of the answer that is neither in the
+    question nor a common word ("born", "1961", "Lisbon"). A refusal that repeats the question's words passes."""
+    facts = _words(answer) - _words(question) - _COMMON_WORDS
+    return bool(facts & _words(candidate))
+
+
+def refusal_prompt(
+    question: str, tokenizer: Any, instruction: str, shots: Sequence[tuple[str, str]] = DEFAULT_REFUSAL_SHOTS
+) -> str:
+    """What a generating model reads before its refusal: in its own chat template where it has one (the instruction
+    as the system turn, each shot as a user and an assistant turn), else in the project's plain prompt format."""
+    from flat_pipeline.prompts import format_prompt
+
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": instruction}]
+        for shot_question, shot_answer in shots:
+            messages += [{"role": "user", "content": shot_question}, {"role": "assistant", "content": shot_answer}]
+        messages.append({"role": "user", "content": question})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    examples = "".join(f"{format_prompt(q)}{a}\n" for q, a in shots)
+    return f"{instruction}\n{examples}{format_prompt(question)}"
+
+
 def generate_refusals(
     questions: Sequence[str],
     model: Any,
@@ -72,26 +128,30 @@ def generate_refusals(
     *,
     k: int,
     seed: int,
+    answers: Sequence[str] | None = None,
     instruction: str = DEFAULT_REFUSAL_INSTRUCTION,
+    shots: Sequence[tuple[str, str]] = DEFAULT_REFUSAL_SHOTS,
     max_new_tokens: int = 32,
     temperature: float = 1.0,
     top_p: float = 0.95,
     batch_size: int = 16,
     max_rounds: int = 4,
 ) -> list[list[str]]:
-    """`k` sampled refusals per question from a causal LM (first line of each sample, stripped, non-empty).
+    """`k` sampled refusals per question from a causal LM (the first sentence of each sample's first line, non-empty),
+    prompted with `instruction` and the refusals in `shots` (`refusal_prompt`).
 
-    Samples that decode to nothing are drawn again, up to `max_rounds` times; an item still short then is an error.
+    With the forget `answers`, a sample that states anything of its question's answer (`states_answer`) is rejected;
+    the share accepted is logged. Rejected or empty samples are drawn again, up to `max_rounds` times; an item with no
+    accepted sample then is an error.
     """
     import torch
     from tqdm.auto import tqdm
-
-    from flat_pipeline.prompts import format_prompt
 
     tokenizer.padding_side = "left"  # generation continues from the right edge of every prompt
     torch.manual_seed(seed)
     model.eval()
     results: list[list[str]] = [[] for _ in questions]
+    sampled = accepted = 0
     for _ in range(max_rounds):
         todo = [i for i, got in enumerate(results) if len(got) < k]
         if not todo:
@@ -100,8 +160,10 @@ def generate_refusals(
         # disable=None: a bar on a terminal only (in a log file each redraw would pile up)
         for start in tqdm(batches, desc="generating templates", disable=None, leave=False):
             batch = todo[start : start + batch_size]
-            prompts = [format_prompt(questions[i], instruction=instruction) for i in batch]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True)
+            prompts = [refusal_prompt(questions[i], tokenizer, instruction, shots) for i in batch]
+            # the chat template writes its own special tokens: the tokenizer adds none
+            chat = bool(getattr(tokenizer, "chat_template", None))
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
             with torch.no_grad():
                 out = model.generate(
                     **enc,
@@ -115,14 +177,26 @@ def generate_refusals(
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for j, i in enumerate(batch):
                 for text in texts[j * k : (j + 1) * k]:
-                    line = text.strip().split("\n")[0].strip()
-                    if line and len(results[i]) < k:
+                    line = _first_sentence(text)
+                    if not line:
+                        continue
+                    sampled += 1
+                    if answers is not None and states_answer(line, answers[i], questions[i]):
+                        continue
+                    accepted += 1
+                    if len(results[i]) < k:
                         results[i].append(line)
+    if answers is not None:
+        logger.info(
+            "templates.generated: %d of %d samples accepted (%.0f%%); the others stated part of the forget answer",
+            accepted, sampled, 100 * accepted / max(sampled, 1),
+        )  # fmt: skip
     short = [i for i, got in enumerate(results) if not got]
     if short:
         raise RuntimeError(
-            f"templates.generated: the model produced only empty answers for {len(short)} prompt(s), "
-            f"e.g. {questions[short[0]]!r}; raise max_new_tokens or use another model"
+            f"templates.generated: no usable answer for {len(short)} prompt(s) after {max_rounds} rounds (empty, or "
+            f"stating the forget answer), e.g. {questions[short[0]]!r}; raise max_new_tokens, add shots or use "
+            f"another model"
         )
     return results
 
@@ -149,8 +223,13 @@ def _generated_source(questions: Sequence[str], k: int, seed: int, options: dict
     name_or_path = settings.pop("model", None)
     if not name_or_path:
         raise ValueError("parameter templates.generated.model: source 'generated' needs a hub id or local folder")
+    shots = settings.pop("shots", None)
+    shots = DEFAULT_REFUSAL_SHOTS if shots is None else [(shot["question"], shot["answer"]) for shot in shots]
+    answers = options.get("answers") if settings.pop("reject_stating_answer", True) else None
     bundle = load_causal_lm(name_or_path, **options.get("load", {}))
-    return generate_refusals(questions, bundle.model, bundle.tokenizer, k=k, seed=seed, **settings)
+    return generate_refusals(
+        questions, bundle.model, bundle.tokenizer, k=k, seed=seed, answers=answers, shots=shots, **settings
+    )
 
 
 TEMPLATE_SOURCES = {
@@ -178,12 +257,15 @@ def check_template_options(options: dict[str, Any], check_file: bool = True) -> 
 
 
 def build_template_candidates(
-    questions: Sequence[str], options: dict[str, Any], load: Mapping[str, Any] | None = None
+    questions: Sequence[str],
+    options: dict[str, Any],
+    load: Mapping[str, Any] | None = None,
+    answers: Sequence[str] | None = None,
 ) -> list[list[str]]:
     """Candidate template answers for every question, from the source named in `options["source"]`; `load` (dtype,
-    attn_implementation) is how a `generated` source loads its model."""
+    attn_implementation) is how a `generated` source loads its model, and `answers` (the forget answers) what its
+    samples must not state."""
     check_template_options(options)
     build = TEMPLATE_SOURCES[options["source"]]
-    return build(
-        questions, options["candidates_per_item"], int(options.get("seed", 0)), {**options, "load": load or {}}
-    )
+    extra = {"load": load or {}, "answers": answers}
+    return build(questions, options["candidates_per_item"], int(options.get("seed", 0)), {**options, **extra})

@@ -33,7 +33,7 @@ def build_forget_templates(
             f"missing {sorted(missing)} (has {forget_set.column_names})"
         )
     load = {key: (model_params or {})[key] for key in LOAD_SETTINGS if (model_params or {}).get(key) is not None}
-    candidates = build_template_candidates(forget_set["question"], params, load=load)
+    candidates = build_template_candidates(forget_set["question"], params, load=load, answers=forget_set["answer"])
     distinct = len({answer for row in candidates for answer in row})
     logger.info(
         "templates '%s': %d forget items, %d candidates each, %d distinct answers",
