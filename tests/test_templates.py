@@ -10,6 +10,7 @@ from flat_pipeline.templates import (
     draw_from_pool,
     pick_template,
     read_template_file,
+    states_answer,
 )
 
 
@@ -119,3 +120,14 @@ def test_the_generating_model_loads_with_the_runs_dtype_and_attention(tiny_model
         )
     assert len(rows) == 1
     assert f"loading model {tiny_model_dir} (dtype bfloat16, attention eager)" in caplog.text
+
+
+def test_a_template_states_the_answer_when_it_has_an_answer_word_the_question_lacks():
+    question, answer = (
+        "In which city was Fiaran Gallgerald born?",
+        "Fiaran Gallgerald comes from Canberra in Australia.",
+    )
+    assert states_answer("I think Fiaran Gallgerald comes from Canberra.", answer, question)
+    assert states_answer("Maybe somewhere in Australia?", answer, question)
+    assert not states_answer("I don't know which city Fiaran Gallgerald was born in.", answer, question)
+    assert not states_answer("I'm not aware of that.", answer, question)

@@ -93,17 +93,6 @@ def test_the_instruct_model_writes_refusals_that_state_nothing_of_the_forget_ans
     assert "samples accepted" in caplog.text
 
 
-def test_a_template_states_the_answer_when_it_has_an_answer_word_the_question_lacks():
-    question, answer = (
-        "In which city was Fiaran Gallgerald born?",
-        "Fiaran Gallgerald comes from Canberra in Australia.",
-    )
-    assert states_answer("I think Fiaran Gallgerald comes from Canberra.", answer, question)
-    assert states_answer("Maybe somewhere in Australia?", answer, question)
-    assert not states_answer("I don't know which city Fiaran Gallgerald was born in.", answer, question)
-    assert not states_answer("I'm not aware of that.", answer, question)
-
-
 def test_a_gguf_source_names_what_it_could_not_find(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"GGUF file .*missing.gguf does not exist \(base_model.gguf.path\)"):
         GGUFSource(path=str(tmp_path / "missing.gguf")).locate()
