@@ -15,17 +15,19 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def copy_project(target: Path) -> Path:
     """A copy of the project at `target` without data or runs, with its own MLflow store, bootstrapped."""
-    shutil.copytree(
-        PROJECT,
-        target,
-        ignore=shutil.ignore_patterns(
-            ".venv*", ".git", "mlruns", "mlflow.db", "build", "*.log", "__pycache__", ".pytest_cache", ".ruff_cache"
-        ),
+    tooling = shutil.ignore_patterns(
+        ".venv*", ".git", "mlruns", "mlflow.db", "build", "*.log", "__pycache__", ".pytest_cache", ".ruff_cache"
     )
-    for folder in (target / "data").iterdir():
-        for child in folder.iterdir():
-            if child.name != ".gitkeep":
-                shutil.rmtree(child)
+    data = PROJECT / "data"
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        if Path(folder) == data:  # the data folders, without the runs' artifacts (gigabytes of models)
+            return {name for name in names if not (data / name / ".gitkeep").is_file()}
+        if Path(folder).parent == data:
+            return {name for name in names if name != ".gitkeep"}
+        return set(tooling(folder, names))
+
+    shutil.copytree(PROJECT, target, ignore=ignore)
     # An absolute tracking URI per copy: mlflow caches its sqlite store by URI string, so the relative
     # `sqlite:///mlflow.db` of every copy would otherwise keep writing to the first copy's database.
     mlflow_yml = target / "conf" / "base" / "mlflow.yml"
@@ -93,3 +95,8 @@ def run_session(project, pipelines, runtime_params=None, env="test"):
     # process would then reuse it. Each `kedro run` is its own process, so this only concerns in-process tests.
     while mlflow.active_run():
         mlflow.end_run()
+    # kedro-mlflow's hook (one instance per process) keeps the run's id and re-opens it before every node a runner
+    # runs, even a runner started without a pipeline run (a test's own), whose MLflow store has no such run
+    from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
+
+    mlflow_hook.run_id = None

@@ -84,7 +84,7 @@ def test_the_readme_tofu_walkthrough(project):
     assert not list(project.glob("data/tofu/08_reporting/unlearned_evaluation_summary.json/*"))
 
     run_session(project, ["unlearn", "evaluate_unlearned"], params, env="tofu")
-    templates = latest_dataset(project, "data/tofu/03_primary/forget_templates")
+    templates = latest_dataset(project, "data/tofu/05_model_input/forget_templates")
     assert {t for row in templates["template_answers"] for t in row} <= set(IDK)
     unlearned = latest_json(project, "data/tofu/08_reporting/unlearned_evaluation_summary.json/*/*.json")
     assert {"forget_quality", "model_utility", "privleak", "mia_min_k_plus_plus"} <= set(unlearned["metrics"])

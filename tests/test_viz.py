@@ -25,8 +25,9 @@ from tests.kedro_runs import copy_project
 # one `kedro viz build` (the module's fixture) per test session, not one per pytest-xdist worker
 pytestmark = pytest.mark.xdist_group("viz")
 
-# conf/base/catalog.yml's layers, in the order the data flows (the folder numbers 01_raw ... 08_reporting)
-LAYERS = ["raw", "intermediate", "primary", "model_input", "models", "model_output", "reporting"]
+# conf/base/catalog.yml's layers, in the order the data flows (the folder numbers 01_raw ... 08_reporting; the
+# template answers, 03_primary before the base model could write them, are now the unlearning's model_input)
+LAYERS = ["raw", "intermediate", "model_input", "models", "model_output", "reporting"]
 TAGS = {"data", "train", "unlearn", "evaluate", "report"}
 VERSION = "2026-01-01T00.00.00.000Z"
 SUMMARY = {"model": "data/06_models/benchmark/npo", "metrics": {"forget_quality": 0.25, "privleak": float("nan")}}

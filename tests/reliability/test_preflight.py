@@ -97,3 +97,19 @@ def test_a_missing_template_file_stops_only_the_runs_that_make_templates(project
     with pytest.raises(PreflightError) as error:  # further on: its inputs were never made, the file is no matter
         run_session(project, ["evaluate_original"], env="tofu")
     assert "templates.file" not in str(error.value)
+
+
+def test_templates_from_the_base_model_need_a_saved_one_or_the_run_that_makes_it(project):
+    """`templates.generated.model: null` generates with the run's base model: a templates run before any finetune is
+    refused naming the parameter and the pipeline that saves one; the project's own templates (idk) need none."""
+    run_session(project, ["data_prep"])
+    generated = {"templates": {"source": "generated"}}
+    with pytest.raises(ParameterError) as error:
+        run_session(project, ["templates"], generated)
+    assert (
+        "parameter templates.generated.model: null generates the templates with the run's base model, and no "
+        "base_model is saved in this environment yet: run `kedro run --pipelines finetune` first"
+    ) in str(error.value)
+    assert not (project / "data/test/05_model_input/forget_templates").exists()
+    run_session(project, ["templates"])  # idk: the base model folder is read as None and not needed
+    assert (project / "data/test/05_model_input/forget_templates").is_dir()

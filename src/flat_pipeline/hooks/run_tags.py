@@ -128,7 +128,9 @@ class RunTagsHook:
         except Exception as error:  # noqa: BLE001  (bookkeeping must never fail a run)
             logger.debug("no version path for %s: %s", dataset_name, error)
             return None
-        mlflow.set_tag(f"{action}/{dataset_name}", path[:5000])
+        # one tag per dataset: its transcoded views (base_model@model, base_model@folder) are one set of versions, and
+        # MLflow refuses "@" in a tag name
+        mlflow.set_tag(f"{action}/{dataset_name.split('@', 1)[0]}", path[:5000])
         return path
 
 

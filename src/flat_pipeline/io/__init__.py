@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .atomic import AtomicSaveMixin
-from .model_dataset import HFModelDataset
+from .model_dataset import HFModelDataset, ModelFolderDataset
 from .source_dataset import BenchmarkSourceDataset
 
 if TYPE_CHECKING:
@@ -32,11 +32,17 @@ __all__ = [
     "HFModelDataset",
     "JSONDataset",
     "MatplotlibDataset",
+    "ModelFolderDataset",
     "ParquetDataset",
     "TextDataset",
 ]
 # in atomic_datasets, loaded on use
-_ATOMIC_DATASETS = frozenset(__all__) - {"AtomicSaveMixin", "BenchmarkSourceDataset", "HFModelDataset"}
+_ATOMIC_DATASETS = frozenset(__all__) - {
+    "AtomicSaveMixin",
+    "BenchmarkSourceDataset",
+    "HFModelDataset",
+    "ModelFolderDataset",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -134,3 +134,24 @@ class HFModelDataset(AtomicSaveMixin, AbstractVersionedDataset[ModelBundle, Mode
     def _describe(self) -> dict[str, Any]:
         # Kedro calls this on every load for logging: no I/O here.
         return {"filepath": self._filepath, "version": self._version, "load_args": self._effective_load_args()}
+
+
+class ModelFolderDataset(HFModelDataset):
+    """The versions of an HFModelDataset read as the folder of the latest (or pinned) one, loading no weights: for a
+    node that loads the model only when its parameters ask for it (the templates node, which generates template
+    answers with the base model only for `templates.source: generated`). Declared beside the model's entry as a
+    transcoded view of the same dataset (`base_model@folder` beside `base_model@model`), so that Kedro runs the node
+    that saves the model first.
+
+    `load` gives None while no version exists: the reader says what it needs. Read-only.
+    """
+
+    missing_ok = True
+
+    def load(self) -> str | None:  # type: ignore[override]
+        if not self.exists() and not (self._version and self._version.load):
+            return None
+        return str(self._get_load_path())
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{self._filepath}: a model folder view is read-only; save through the model's own entry")

@@ -43,10 +43,10 @@ class GGUFSource:
         if self.path is not None:
             path = Path(self.path)
             if not path.is_file():
-                raise FileNotFoundError(f"GGUF file {path} does not exist (base_model.gguf.path)")
+                raise FileNotFoundError(f"GGUF file {path} does not exist (model.gguf.path)")
             return path
         if self.distribution is None or self.name is None:
-            raise ValueError("base_model.gguf: give `path`, or `distribution` and `name`")
+            raise ValueError("parameter model.gguf: give `path`, or `distribution` and `name`")
         return packaged_file(self.distribution, self.name)
 
 
@@ -78,13 +78,23 @@ def sha256_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def load_gguf_tokenizer(path: Path) -> Any:
+    """The tokenizer of a GGUF file (with its chat template and a pad token), without reading the weights."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
 def load_gguf(path: Path) -> ModelBundle:
     """The model and tokenizer of a GGUF file, dequantised to float32."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     logger.info("reading %s (GGUF, dequantised to float32)", path)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer = load_gguf_tokenizer(path)
     read = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype="float32")
     # transformers keeps the GGUF quantizer on the model it read (not trainable, not savable) although the weights
     # are plain float32 now: the same weights go into a model built from the config alone
@@ -93,7 +103,6 @@ def load_gguf(path: Path) -> ModelBundle:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(read.state_dict())
-    ensure_pad_token(tokenizer)
     return ModelBundle(model.eval(), tokenizer, source=str(path))
 
 

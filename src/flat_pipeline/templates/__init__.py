@@ -220,9 +220,12 @@ def _generated_source(questions: Sequence[str], k: int, seed: int, options: dict
     from flat_pipeline.models.loading import load_causal_lm
 
     settings = dict(options.get("generated") or {})
-    name_or_path = settings.pop("model", None)
+    name_or_path = settings.pop("model", None) or options.get("base_model")
     if not name_or_path:
-        raise ValueError("parameter templates.generated.model: source 'generated' needs a hub id or local folder")
+        raise ValueError(
+            "parameter templates.generated.model: null means the run's base model (dataset base_model), and none is "
+            "saved yet: run the finetune pipeline first (it saves base_model), or name a hub id or local folder"
+        )
     shots = settings.pop("shots", None)
     shots = DEFAULT_REFUSAL_SHOTS if shots is None else [(shot["question"], shot["answer"]) for shot in shots]
     answers = options.get("answers") if settings.pop("reject_stating_answer", True) else None
@@ -261,11 +264,12 @@ def build_template_candidates(
     options: dict[str, Any],
     load: Mapping[str, Any] | None = None,
     answers: Sequence[str] | None = None,
+    base_model: str | None = None,
 ) -> list[list[str]]:
     """Candidate template answers for every question, from the source named in `options["source"]`; `load` (dtype,
-    attn_implementation) is how a `generated` source loads its model, and `answers` (the forget answers) what its
-    samples must not state."""
+    attn_implementation) is how a `generated` source loads its model, `answers` (the forget answers) what its
+    samples must not state, and `base_model` the folder it generates with when `generated.model` is null."""
     check_template_options(options)
     build = TEMPLATE_SOURCES[options["source"]]
-    extra = {"load": load or {}, "answers": answers}
+    extra = {"load": load or {}, "answers": answers, "base_model": base_model}
     return build(questions, options["candidates_per_item"], int(options.get("seed", 0)), {**options, **extra})

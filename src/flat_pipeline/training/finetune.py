@@ -241,9 +241,11 @@ def finetune_from_params(
     model_params: Mapping[str, Any],
     finetune_params: Mapping[str, Any],
     track_as: str | None = None,
+    *,
+    base: ModelBundle | None = None,
 ) -> tuple[ModelBundle, History]:
-    """Build a fresh base model from `model_params` and finetune it as `finetune_params` say (`track_as`: see
-    `finetune`).
+    """Finetune `base` (trained in place), or a fresh base model built from `model_params` and `tokenizer`, as
+    `finetune_params` say (`track_as`: see `finetune`).
 
     The history gains `train_exact_match` (teacher-forced, on the QA rows trained on) and `train_seconds`. With
     `finetune.lora.enabled`, only LoRA adapters train, and the result is the merged model or the adapter
@@ -259,14 +261,14 @@ def finetune_from_params(
     if lora.enabled and lora.save == "adapter" and model_params["source"] != "pretrained":
         raise ValueError(
             "parameter finetune.lora.save: 'adapter' needs model.source=pretrained (an adapter is loaded onto the "
-            "base model that model.name_or_path names); use 'merged' for the tiny Llama"
+            f"base model that model.name_or_path names); use 'merged' for model.source={model_params['source']}"
         )
     launch = LaunchSettings.from_params(finetune_params.get("launch"), "finetune")
     if launch.num_processes > 1 and lora.enabled and lora.save == "adapter":
         raise ValueError("parameter finetune.lora.save: with finetune.launch.num_processes > 1, use 'merged'")
     if finetune_params.get("num_threads"):
         torch.set_num_threads(finetune_params["num_threads"])
-    bundle = build_base_model(model_params, tokenizer)
+    bundle = base if base is not None else build_base_model(model_params, tokenizer)
     n_params = sum(p.numel() for p in bundle.model.parameters())
     logger.info("finetuning a %.2fM-parameter model on %d rows", n_params / 1e6, len(train_rows))
     started = time.perf_counter()

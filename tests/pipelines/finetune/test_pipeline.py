@@ -1,16 +1,23 @@
 from statistics import mean
 
 import pytest
+import torch
 from datasets import Dataset, DatasetDict
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from flat_pipeline.data.training_sets import corpus_rows
 from flat_pipeline.generation import greedy_generate
+from flat_pipeline.io import HFModelDataset
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.models.tokenizer import train_bpe_tokenizer
 from flat_pipeline.pipelines.finetune import create_pipeline
-from flat_pipeline.pipelines.finetune.nodes import build_training_sets, finetune_model, prepare_tokenizer
+from flat_pipeline.pipelines.finetune.nodes import (
+    build_training_sets,
+    finetune_model,
+    prepare_base_model,
+    prepare_tokenizer,
+)
 from flat_pipeline.prompts import PromptFormat, encode_prompt, training_text
 
 MODEL = {
@@ -122,7 +129,7 @@ def test_the_tokenizer_corpus_skips_splits_without_text_columns():
     assert list(corpus_rows(splits)) == [{"question": None, "answer": "forget doc"}, {"question": "p", "answer": "r"}]
 
 
-def test_pipeline_trains_the_original_and_the_retain_model(benchmark, forget_set, holdout_set):
+def test_pipeline_trains_the_original_and_the_retain_model(benchmark, forget_set, holdout_set, tmp_path):
     catalog = DataCatalog(
         {
             "benchmark_splits": MemoryDataset(benchmark),
@@ -132,11 +139,18 @@ def test_pipeline_trains_the_original_and_the_retain_model(benchmark, forget_set
             "params:finetune": MemoryDataset(finetune_params()),
             "params:data_prep": MemoryDataset({"forget_split": "forget10"}),
             "base_tokenizer": MemoryDataset(copy_mode="assign"),
+            # saved, as in catalog.yml: each role loads a fresh copy
+            "base_model@model": HFModelDataset(filepath=str(tmp_path / "base_model")),
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)
     original, retain = catalog.load("original_model"), catalog.load("retain_model")
     assert isinstance(original, ModelBundle) and original.model is not retain.model
+    # both started from the one base model, which training left as it was
+    base = catalog.load("base_model@model")
+    fresh = prepare_base_model(base.tokenizer, catalog.load("params:model"))[0]
+    assert all(torch.equal(a, b) for a, b in zip(base.model.parameters(), fresh.model.parameters(), strict=True))
+    assert not torch.equal(base.model.lm_head.weight, original.model.lm_head.weight)
     assert original.tokenizer.get_vocab() == retain.tokenizer.get_vocab()  # both models share one vocabulary
     history = catalog.load("original_training_metrics")
     losses = [point["value"] for point in history["train_loss"]]
@@ -159,8 +173,8 @@ def test_the_embedded_original_model_memorises_forget_and_retain_qa(benchmark, f
     params = finetune_params(num_train_epochs=25, learning_rate=5e-3, logging_steps=50)
     params["train_splits"] = ["full"]
     original_rows, _ = build_training_sets(benchmark, forget_set, holdout_set, params)
-    tokenizer = prepare_tokenizer(benchmark, MODEL)
-    bundle, history = finetune_model(original_rows, tokenizer, MODEL, params, "original")
+    base, _ = prepare_base_model(prepare_tokenizer(benchmark, MODEL), MODEL)
+    bundle, history = finetune_model(original_rows, base, MODEL, params, "original")
     assert exact_match(bundle, small_world["forget10"]) >= 0.95
     assert exact_match(bundle, small_world["retain90"]) >= 0.95
     assert history["train_exact_match"][0]["value"] >= 0.95
@@ -176,5 +190,7 @@ def test_a_pretrained_model_from_a_local_folder_is_finetuned_by_parameters_alone
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in benchmark["forget01"]])
     tokenizer = prepare_tokenizer(DatasetDict({"forget01": rows}), params)
     assert len(tokenizer) == 1024  # the model's own tokenizer, not one trained on the data
-    bundle, history = finetune_model(rows, tokenizer, params, finetune_params(logging_steps=1), "original")
+    base, record = prepare_base_model(tokenizer, params)
+    assert record["name_or_path"] == str(tiny_model_dir)
+    bundle, history = finetune_model(rows, base, params, finetune_params(logging_steps=1), "original")
     assert bundle.model.config.vocab_size == 1024 and len(history["train_loss"]) == 4  # 2 batches x 2 epochs

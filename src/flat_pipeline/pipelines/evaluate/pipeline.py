@@ -1,6 +1,8 @@
 """evaluate pipeline: the retain model first (its numbers are the reference), then the original and unlearned
 models, each in its own namespace so kedro-viz shows them side by side, then a comparison figure. Each role is also
-registered alone (`evaluate_retain`, `evaluate_original`, `evaluate_unlearned`)."""
+registered alone (`evaluate_retain`, `evaluate_original`, `evaluate_unlearned`), and so is the base model every
+finetune starts from (`evaluate_base`, in the default run: what a model that never saw the benchmark's authors
+scores; not in `evaluate`, which also serves imported models, made without a base model)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -11,10 +13,12 @@ from .nodes import build_evaluation_sets, compare_models, evaluate, evaluate_ret
 
 # The retain model first: its numbers are the reference the others are compared with.
 ROLES = ("retain", "original", "unlearned")
+# The dataset each role's model is read from: `<role>_model`, and the base model's transcoded entry.
+MODEL_DATASETS = {role: f"{role}_model" for role in ROLES} | {"base": "base_model@model"}
 PARAMS = ["params:model", "params:data_prep", "params:evaluate"]
 # Evaluations that run without a saved retain reference (none evaluated yet), leaving out what compares with it; the
 # benchmark's and tune's, whose leaderboards rank by forget_quality, need one (hooks/preflight.py).
-REFERENCE_OPTIONAL_NODES = frozenset(f"{role}.evaluate_model_node" for role in ("original", "unlearned"))
+REFERENCE_OPTIONAL_NODES = frozenset(f"{role}.evaluate_model_node" for role in ("original", "unlearned", "base"))
 
 
 def _outputs(role: str) -> list[str]:
@@ -70,9 +74,9 @@ def role_pipeline(role: str) -> Pipeline:
         outputs = {*_outputs("retain"), "retain_reference"}
         inputs = {"retain_model", "evaluation_sets", "template_pool"}
     else:
-        node = evaluate_node(f"{role}_model", _outputs(role))
+        node = evaluate_node(MODEL_DATASETS[role], _outputs(role))
         outputs = set(_outputs(role))
-        inputs = {f"{role}_model", "evaluation_sets", "template_pool", "retain_reference"}
+        inputs = {MODEL_DATASETS[role], "evaluation_sets", "template_pool", "retain_reference"}
     evaluated = Pipeline([node], namespace=role, inputs=inputs, outputs=outputs, parameters=set(PARAMS))
     return evaluation_inputs() + evaluated
 

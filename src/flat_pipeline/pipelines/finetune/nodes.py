@@ -9,7 +9,7 @@ from datasets import Dataset, DatasetDict
 
 from flat_pipeline.data.training_sets import build_training_sets as split_training_rows
 from flat_pipeline.data.training_sets import corpus_rows
-from flat_pipeline.models.loading import ModelBundle, base_tokenizer
+from flat_pipeline.models.loading import ModelBundle, base_tokenizer, make_base_model
 from flat_pipeline.prompts import PromptFormat, training_text
 from flat_pipeline.training.finetune import finetune_from_params
 
@@ -40,7 +40,7 @@ def build_training_sets(
 
 def prepare_tokenizer(benchmark: DatasetDict, model_params: dict[str, Any]) -> Any:
     """The tokenizer both models share: a BPE trained on the text of every split (tiny_llama), or the pretrained
-    model's own.
+    model's own (a GGUF file's, read without its weights).
 
     Every author's text, holdout authors' included, counts once: fitted on the original model's training text alone,
     forget names were 2 tokens and holdout names about 6, and the never-trained retain model told forget from
@@ -60,10 +60,25 @@ def prepare_tokenizer(benchmark: DatasetDict, model_params: dict[str, Any]) -> A
     return base_tokenizer(model_params, texts)
 
 
+def prepare_base_model(tokenizer: Any, model_params: dict[str, Any]) -> tuple[ModelBundle, dict[str, Any]]:
+    """The model both finetunes start from, saved once per run as a version of `base_model`: the tiny Llama built
+    on `tokenizer`, the pretrained model `model.name_or_path` names, or a GGUF file's model turned into an ordinary
+    folder (`model.source: gguf`). Later pipelines (templates, evaluation) load that folder.
+
+    Returns:
+        The model with its tokenizer, and its record (source, architecture, parameters; a GGUF file's SHA-256).
+    """
+    return make_base_model(model_params, tokenizer)
+
+
 def finetune_model(
-    train_set: Dataset, tokenizer: Any, model_params: dict[str, Any], finetune_params: dict[str, Any], role: str
+    train_set: Dataset,
+    base_model: ModelBundle,
+    model_params: dict[str, Any],
+    finetune_params: dict[str, Any],
+    role: str,
 ) -> tuple[ModelBundle, dict[str, Any]]:
-    """Finetune a fresh base model on `train_set`.
+    """Finetune the base model (a fresh copy, loaded from its saved version) on `train_set`.
 
     With `finetune.training.output_dir` set, the `role` model's checkpoints go to `<output_dir>/<role>`, and a
     killed run resumes from there (only a run of the same configuration, data and start model).
@@ -81,5 +96,10 @@ def finetune_model(
         training = {**training, "output_dir": str(Path(training["output_dir"]) / role)}
     # the curves stream into the MLflow run as train/<role>/loss, ... while it trains
     return finetune_from_params(
-        train_set, tokenizer, model_params, {**finetune_params, "training": training}, track_as=role
+        train_set,
+        base_model.tokenizer,
+        model_params,
+        {**finetune_params, "training": training},
+        track_as=role,
+        base=base_model,
     )

@@ -1,13 +1,17 @@
-"""finetune pipeline definition: one namespaced copy of the training node per model role (`finetune.original`,
-`finetune.retain`)."""
+"""finetune pipeline definition: the base model both roles start from (saved once as `base_model`), then one
+namespaced copy of the training node per model role (`finetune.original`, `finetune.retain`), each of which loads the
+saved base model afresh."""
 
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_training_sets, finetune_model, prepare_tokenizer
+from .nodes import build_training_sets, finetune_model, prepare_base_model, prepare_tokenizer
 
 MODEL_ROLES = ("original", "retain")
+# The saved base model as a model; templates read the same versions as a folder path (`base_model@folder`), which
+# loads no weights where they are not needed (Kedro transcoding: one dataset, two ways of reading it).
+BASE_MODEL = "base_model@model"
 
 
 def _finetune_template(role: str) -> Pipeline:
@@ -15,7 +19,7 @@ def _finetune_template(role: str) -> Pipeline:
         [
             Node(
                 func=update_wrapper(partial(finetune_model, role=role), finetune_model),
-                inputs=["train_set", "base_tokenizer", "params:model", "params:finetune"],
+                inputs=["train_set", "base_model", "params:model", "params:finetune"],
                 outputs=["model", "training_metrics"],
                 name="finetune_model_node",
                 tags="train",
@@ -41,6 +45,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="prepare_tokenizer_node",
                 tags="train",
             ),
+            Node(
+                func=prepare_base_model,
+                inputs=["base_tokenizer", "params:model"],
+                outputs=[BASE_MODEL, "base_model_record"],
+                name="prepare_base_model_node",
+                tags="train",
+            ),
         ]
     )
     per_role = [
@@ -49,7 +60,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             # under `finetune.`: the evaluate pipeline's namespaces are the roles themselves, and one namespace for
             # both would make kedro-viz draw training and evaluation of a role as one box (and its layers a cycle)
             namespace=f"finetune.{role}",
-            inputs={"train_set": f"{role}_train_set", "base_tokenizer": "base_tokenizer"},
+            inputs={"train_set": f"{role}_train_set", "base_model": BASE_MODEL},
             outputs={"model": f"{role}_model", "training_metrics": f"{role}_training_metrics"},
             parameters={"params:model": "params:model", "params:finetune": "params:finetune"},
         )

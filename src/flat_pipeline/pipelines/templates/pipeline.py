@@ -10,7 +10,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=build_forget_templates,
-                inputs=["forget_set", "params:templates", "params:model"],
+                # the base model's folder, for generated templates (read as a path: no weights loaded otherwise)
+                inputs=["forget_set", "params:templates", "params:model", "base_model@folder"],
                 outputs="forget_templates",
                 name="build_forget_templates_node",
                 tags="data",
