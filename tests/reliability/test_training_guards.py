@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,13 @@ from flat_pipeline.launch import LaunchSettings, raise_worker_error, record_work
 from flat_pipeline.models.loading import load_causal_lm
 from flat_pipeline.models.lora import LoraSettings
 from flat_pipeline.training.finetune import FinetuneConfig, finetune, finetune_from_params
-from flat_pipeline.training.fingerprint import FINGERPRINT_FILE, CheckpointMismatch, checkpoint_to_resume, fingerprint
+from flat_pipeline.training.fingerprint import (
+    FINGERPRINT_FILE,
+    CheckpointMismatch,
+    checkpoint_to_resume,
+    fingerprint,
+    start_model_identity,
+)
 from flat_pipeline.training.guards import TrainingError, check_not_collapsed
 from flat_pipeline.training.methods import METHODS
 from flat_pipeline.training.unlearn import UnlearnConfig, unlearn
@@ -345,6 +352,20 @@ def test_resume_is_refused_without_a_fingerprint_or_for_another_start_model(tmp_
     other = {**current, "start_model": "loaded from /models/b"}
     with pytest.raises(CheckpointMismatch, match=r"the start model differs: loaded from /models/a -> loaded from "):
         checkpoint_to_resume(str(tmp_path), True, other, "finetune.training")
+
+
+def test_the_start_model_is_known_by_its_weight_files_not_its_folder(tmp_path, tiny_model_dir):
+    """Each run saves its base model as a new catalog version: a killed finetune's rerun loads the same weights from
+    another folder and must resume; other weights must not."""
+    copy = tmp_path / "2026-12-08T00.00.00.000Z" / "base_model"
+    shutil.copytree(tiny_model_dir, copy)
+    first, again = load_causal_lm(str(tiny_model_dir)), load_causal_lm(str(copy))
+    assert start_model_identity(first) == start_model_identity(again)
+    assert start_model_identity(first).startswith("weight files sha256:")
+    with torch.no_grad():
+        again.model.lm_head.weight.add_(1.0)
+    again.model.save_pretrained(copy)
+    assert start_model_identity(load_causal_lm(str(copy))) != start_model_identity(first)
 
 
 def test_a_checkpoint_of_a_two_process_training_is_not_resumed_by_one_process(tmp_path, monkeypatch):

@@ -205,7 +205,8 @@ def _finetune_here(
 ) -> tuple[ModelBundle, History]:  # fmt: skip
     train_set = tokenize_rows(train_rows, bundle.tokenizer, prompt, config.max_length)
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
-    current = fingerprint(settings, {"train": train_set}, start_model_identity(bundle))
+    # only a training that keeps checkpoints compares fingerprints (the start model's files are read for it)
+    current = fingerprint(settings, {"train": train_set}, start_model_identity(bundle)) if config.output_dir else {}
     checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, TRAINING_BLOCK)
     if lora.enabled:
         bundle.model = add_lora(bundle.model, lora)

@@ -88,11 +88,24 @@ def _values_bytes(values: Any) -> bytes:
 
 
 def start_model_identity(bundle: Any) -> str:
-    """The folder or hub id the model was loaded from (for catalog models, the version folder), else a hash of its
-    weights (the tiny Llama built in memory). Weights are hashed as float32, so a bfloat16 model and its float32 copy
-    (a launched process loads float32) are one start model."""
+    """The SHA-256 of the weight files of the local folder the model was loaded from, else the hub id it was loaded
+    from, else a hash of its weights (the tiny Llama built in memory). Weights in memory are hashed as float32, so a
+    bfloat16 model and its float32 copy (a launched process loads float32) are one start model.
+
+    Files, not the folder's name: every run saves its base model as a new catalog version, so a killed finetune's
+    rerun starts from another folder holding the same weights, and must still resume. Reading a 7B model's files
+    takes about half a minute, once per training that keeps checkpoints."""
     if bundle.source:
-        return f"loaded from {bundle.source}"
+        weights = sorted(Path(bundle.source).glob("*.safetensors")) if Path(bundle.source).is_dir() else []
+        if not weights:
+            return f"loaded from {bundle.source}"
+        digest = hashlib.sha256()
+        for file in weights:
+            digest.update(file.name.encode())
+            with file.open("rb") as handle:
+                while chunk := handle.read(1 << 24):
+                    digest.update(chunk)
+        return f"weight files sha256:{digest.hexdigest()}"
     digest = hashlib.sha256()
     for name, tensor in sorted(bundle.model.state_dict().items()):
         digest.update(name.encode())

@@ -346,7 +346,10 @@ def _unlearn_here(
     train_set = tokenize_forget(forget_templates, tokenizer, prompt, config.max_length, spec.needs_templates)
     retain = tokenize_retain(retain_rows, tokenizer, prompt, config.max_length) if spec.needs_retain else None
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
-    current = fingerprint(settings, {"forget": train_set, "retain": retain}, start_model_identity(bundle))
+    # only a training that keeps checkpoints compares fingerprints (the start model's files are read for it)
+    current = {}
+    if config.output_dir:
+        current = fingerprint(settings, {"forget": train_set, "retain": retain}, start_model_identity(bundle))
     checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, config.block)
     if lora.enabled:
         bundle.model = add_lora(bundle.model, lora)
