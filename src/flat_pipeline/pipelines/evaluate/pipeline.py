@@ -9,12 +9,14 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from flat_pipeline.pipelines.finetune.pipeline import BASE_MODEL
+
 from .nodes import build_evaluation_sets, compare_models, evaluate, evaluate_retain, template_pool
 
 # The retain model first: its numbers are the reference the others are compared with.
 ROLES = ("retain", "original", "unlearned")
 # The dataset each role's model is read from: `<role>_model`, and the base model's transcoded entry.
-MODEL_DATASETS = {role: f"{role}_model" for role in ROLES} | {"base": "base_model@model"}
+MODEL_DATASETS = {role: f"{role}_model" for role in ROLES} | {"base": BASE_MODEL}
 PARAMS = ["params:model", "params:data_prep", "params:evaluate"]
 # Evaluations that run without a saved retain reference (none evaluated yet), leaving out what compares with it; the
 # benchmark's and tune's, whose leaderboards rank by forget_quality, need one (hooks/preflight.py).
