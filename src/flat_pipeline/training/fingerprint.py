@@ -93,8 +93,8 @@ def start_model_identity(bundle: Any) -> str:
     bfloat16 model and its float32 copy (a launched process loads float32) are one start model.
 
     Files, not the folder's name: every run saves its base model as a new catalog version, so a killed finetune's
-    rerun starts from another folder holding the same weights, and must still resume. Reading a 7B model's files
-    takes about half a minute, once per training that keeps checkpoints."""
+    rerun starts from another folder holding the same weights, and must still resume. The files are read once per
+    training that keeps checkpoints."""
     if bundle.source:
         weights = sorted(Path(bundle.source).glob("*.safetensors")) if Path(bundle.source).is_dir() else []
         if not weights:
