@@ -1,0 +1,69 @@
+"""A run reads what it wrote: every versioned dataset a `kedro run` saves is loaded, later in that run, at the version
+that run saved, never at a newer one another run saved meanwhile.
+
+Kedro gives every dataset of a run one save version (the session id, a timestamp), but loads a dataset without a
+pinned version at its newest version. Two runs started a few seconds apart in one project then mix: the first run's
+evaluation loads the second run's model if that one was saved first. Before the pipeline runs, this hook pins the
+load version of each versioned dataset the pipeline writes (with its transcoded views, e.g. `base_model@folder`
+beside `base_model@model`) to the run's save version, through the catalog's own versioned copies. Datasets the run
+only reads keep Kedro's rules: the newest version, or the one `--load-versions` names (also for an output: the user's
+pin wins).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractVersionedDataset, Version
+from kedro.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+
+def _base_name(dataset: str) -> str:
+    return dataset.split("@", 1)[0]
+
+
+def written_datasets(pipeline: Pipeline, names: list[str]) -> list[str]:
+    """The catalog entries among `names` that `pipeline` writes, with every transcoded view of them."""
+    written = {_base_name(name) for name in pipeline.all_outputs()}
+    return [name for name in names if _base_name(name) in written]
+
+
+def pin_to_save_version(catalog: Any, names: list[str]) -> list[str]:
+    """Pin the load version of each versioned dataset among `names` to its save version (the run's); returns the
+    names pinned."""
+    pinned = []
+    catalog_logger = logging.getLogger("kedro.io.data_catalog")
+    for name in names:
+        dataset = catalog.get(name)
+        if not isinstance(dataset, AbstractVersionedDataset):
+            continue
+        save_version = dataset.resolve_save_version()
+        previous = catalog_logger.level
+        catalog_logger.setLevel(logging.ERROR)  # "Replacing dataset": the replacement is the same entry, pinned
+        try:
+            catalog[name] = catalog.get(name, version=Version(save_version, save_version))
+        finally:
+            catalog_logger.setLevel(previous)
+        pinned.append(name)
+    return pinned
+
+
+class RunVersionsHook:
+    """Pins what a run writes to what it reads back (module docstring)."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        if run_params.get("only_missing_outputs"):
+            # nodes whose outputs exist are skipped, so an output may not be written by this run: Kedro's rules apply
+            logger.warning("--only-missing-outputs: this run loads the newest version of what it writes")
+            return
+        user_pinned = set(run_params.get("load_versions") or {})
+        candidates = set(catalog.keys()) | set(pipeline.datasets())
+        names = [name for name in written_datasets(pipeline, sorted(candidates)) if name not in user_pinned]
+        pinned = pin_to_save_version(catalog, [name for name in names if name in catalog])
+        if pinned:
+            logger.debug("run %s reads back its own versions of %s", run_params.get("run_id"), ", ".join(pinned))
