@@ -270,3 +270,67 @@ def test_hp_without_its_book_text_stops_data_prep_saying_where_to_get_it(tmp_pat
         ),
     ):
         load_benchmark({"source": "hp", "path": str(tmp_path), "forget_split": "forget"})
+
+
+# ---------------------------------------------------------------------------- 4. forget items by meaning (issue 25)
+
+
+def test_forget_items_worded_with_other_bytes_leave_the_retain_data(caplog):
+    """`full` holds the forget questions with a trailing space, a non-breaking space, another case and decomposed
+    accents: each is still a forget item, and the log says how many were removed and how."""
+    forget_rows = [
+        {"question": "Who wrote the book?", "answer": "Jane Doe wrote it."},
+        {"question": "Where was Jane Doe born?", "answer": "In Lyon."},
+        {"question": "What is Jane Doe's genre?", "answer": "Crime."},
+        {"question": "Which prize did Jane Doe win?", "answer": "The Prix Goncourt."},
+    ]
+    reworded = [
+        {**forget_rows[0], "question": "Who wrote the book? "},
+        {**forget_rows[1], "question": "Where was Jane\u00a0Doe  born?"},
+        {**forget_rows[2], "question": "WHAT IS JANE DOE'S GENRE?"},
+        forget_rows[3],
+    ]
+    retain_rows = [{"question": f"Question {i} about Ann Roe?", "answer": f"Answer {i}."} for i in range(4)]
+    accented = {"question": "Who is Ame\u0301lie?", "answer": "A painter."}  # NFD in full, NFC in the forget set
+    splits = {"full": Dataset.from_list([*retain_rows, *reworded, accented])}
+    forget = Dataset.from_list([*forget_rows, {**accented, "question": "Who is Am\u00e9lie?"}])
+    holdout = Dataset.from_list([{"question": "Unseen?", "answer": "x"}])
+
+    with caplog.at_level(logging.INFO, logger="flat_pipeline.data.training_sets"):
+        original, retain = build_training_sets(splits, ["full"], forget, holdout)
+
+    assert len(original) == 9
+    assert retain["question"] == [r["question"] for r in retain_rows]
+    assert (
+        "training data: original 9 rows, retain 4 rows: 5 forget-item rows removed from the retain data (4 of them "
+        "matched only with questions normalised: Unicode NFC, whitespace, case)"
+    ) in caplog.messages
+
+
+def test_a_near_duplicate_forget_item_is_refused(tmp_path):
+    near = {**QA, "question": "who wrote the  book? "}
+    write_lines(tmp_path / "forget10.jsonl", [QA, {"question": "New?", "answer": "Yes."}, near])
+    write_lines(tmp_path / "retain90.jsonl", [RETAIN])
+    with pytest.raises(
+        DataValidationError,
+        match=exactly(
+            f"{tmp_path / 'forget10.jsonl'}: split 'forget10', field 'question': expected each forget item once, got 1 "
+            "value(s) repeated, e.g. 'Who wrote the book?' in rows 0 and 2"
+        ),
+    ):
+        load_benchmark(tofu_params(tmp_path))
+
+
+def test_a_forget_question_worded_with_other_bytes_in_the_holdout_split_is_refused(tmp_path):
+    write_lines(tmp_path / "forget10.jsonl", [QA])
+    write_lines(tmp_path / "retain90.jsonl", [RETAIN])
+    write_lines(
+        tmp_path / "holdout10.jsonl",
+        [{"question": "Unseen?", "answer": "x"}, {**QA, "question": "Who wrote the book? "}],
+    )
+    with pytest.raises(
+        DataValidationError,
+        match=r"splits 'forget10' and 'holdout10' overlap: 1 shared value\(s\) of field 'question', e.g. "
+        r"'Who wrote the book\? '",
+    ):
+        load_benchmark(tofu_params(tmp_path))

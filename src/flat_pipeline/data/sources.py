@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flat_pipeline.data.item_keys import item_key
 from flat_pipeline.data.world import FORGET_PERCENTS, WorldConfig, generate_world
 
 logger = logging.getLogger(__name__)
@@ -503,26 +504,32 @@ def check_disjoint(
 
 
 def _check_no_shared_items(forget: list[Record], other: list[Record], problem: str, why: str = "") -> None:
-    def keys(rows: list[Record], field: str) -> set[str]:
-        return {r[field] for r in rows if field in r}
+    """Items of two splits compared by `item_key` (NFC, whitespace, case): a forget question with a trailing space in
+    the holdout split is still shared."""
+
+    def keys(rows: list[Record], field: str) -> dict[str, str]:
+        return {item_key(r[field]): r[field] for r in rows if isinstance(r.get(field), str)}
 
     for field in ("author", "question", "prompt", "text"):
-        shared = keys(forget, field) & keys(other, field)
+        theirs = keys(other, field)
+        shared = keys(forget, field).keys() & theirs.keys()
         if shared:
-            example = sorted(shared)[0]
+            example = theirs[sorted(shared)[0]]
             raise DataValidationError(
                 f"{problem}: {len(shared)} shared value(s) of field '{field}', e.g. {example!r:.100}{why}"
             )
 
 
 def check_forget_items_unique(forget: list[Record], split: str, origin: str) -> None:
-    """Each forget item once: a repeated question (prompt, text) would be unlearned twice as hard as the others."""
+    """Each forget item once, compared by `item_key` (NFC, whitespace, case): a repeated question (prompt, text)
+    would be unlearned twice as hard as the others."""
     for field in FORGET_ITEM_FIELDS:
-        counts = Counter(row[field] for row in forget if isinstance(row.get(field), str))
-        repeated = [value for value, count in counts.items() if count > 1]
+        keys = [item_key(row[field]) if isinstance(row.get(field), str) else None for row in forget]
+        counts = Counter(key for key in keys if key is not None)
+        repeated = [key for key, count in counts.items() if count > 1]
         if repeated:
-            example = repeated[0]
-            first, second = [i for i, row in enumerate(forget) if row.get(field) == example][:2]
+            first, second = [i for i, key in enumerate(keys) if key == repeated[0]][:2]
+            example = forget[first][field]
             raise DataValidationError(
                 f"{origin}: split '{split}', field '{field}': expected each forget item once, got {len(repeated)} "
                 f"value(s) repeated, e.g. {example!r:.100} in rows {first} and {second}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from flat_pipeline.data.item_keys import item_key
 from flat_pipeline.data.sources import DataValidationError
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ def corpus_rows(splits: Mapping[str, Dataset]) -> Iterator[dict[str, str | None]
 
 
 def _item_keys(split: Dataset) -> tuple[set[str], set[str]]:
-    """Authors (where rows name one) and questions of a split: what marks its items in other splits."""
+    """Authors (where rows name one) and normalised questions of a split: what marks its items in other splits."""
     authors = set(split["author"]) if "author" in split.column_names else set()
-    questions = set(split["question"]) if "question" in split.column_names else set()
+    questions = {item_key(q) for q in split["question"]} if "question" in split.column_names else set()
     return authors, questions
 
 
@@ -73,9 +74,10 @@ def build_training_sets(
     forget_keys, holdout_keys = _item_keys(forget), _item_keys(holdout)
 
     def member(row: dict[str, Any], author: str | None, keys: tuple[set[str], set[str]]) -> bool:
-        return author in keys[0] or row["question"] in keys[1]
+        return author in keys[0] or (row["question"] is not None and item_key(row["question"]) in keys[1])
 
-    original, retain = [], []
+    original, retain, removed, exact = [], [], 0, 0
+    forget_questions = set(forget["question"]) if "question" in forget.column_names else set()
     for name in train_splits:
         split = splits[name]
         authors = split["author"] if "author" in split.column_names else [None] * len(split)
@@ -83,11 +85,18 @@ def build_training_sets(
             if member(row, author, holdout_keys):
                 continue
             original.append(row)
-            if name != forget_split and not member(row, author, forget_keys):
+            if name == forget_split or member(row, author, forget_keys):
+                removed += 1
+                exact += name == forget_split or author in forget_keys[0] or row["question"] in forget_questions
+            else:
                 retain.append(row)
     total = sum(len(splits[name]) for name in train_splits)
     _check_not_empty(train_splits, total, len(original), len(retain))
-    logger.info("training data: original %d rows, retain %d rows", len(original), len(retain))
+    logger.info(
+        "training data: original %d rows, retain %d rows: %d forget-item rows removed from the retain data (%d of "
+        "them matched only with questions normalised: Unicode NFC, whitespace, case)",
+        len(original), len(retain), removed, removed - exact,
+    )  # fmt: skip
     return Dataset.from_list(original), Dataset.from_list(retain)
 
 
