@@ -124,9 +124,11 @@ def test_flat_with_probability_scores_also_suggests_logprob(bundle, forget_templ
 def test_a_finetune_that_collapses_to_uniform_output_stops_at_the_end_of_that_epoch(bundle, qa_rows, tmp_path):
     # learning_rate 1e3 (measured): two huge steps, then loss = ln 1024 with gradient norm 0 for every later step;
     # the check at the end of epoch 1 stops it there, 10 of 20 steps early, before that epoch's checkpoint
+    # (the divergence guards, which stop it at step 2, are set out of the way)
     config = FinetuneConfig(
-        learning_rate=1e3, warmup_steps=0, num_train_epochs=4, per_device_train_batch_size=8, output_dir=str(tmp_path)
-    )
+        learning_rate=1e3, warmup_steps=0, num_train_epochs=4, per_device_train_batch_size=8, output_dir=str(tmp_path),
+        divergence_factor=1e30, loss_limit=1e30,
+    )  # fmt: skip
     message = (
         r"^finetune: the model has collapsed by the end of epoch 1 of 4 \(step 5 of 20\): on 8 of its training inputs "
         r"it predicts the uniform distribution over all 1024 tokens \(mean entropy 6.9315 nats, ln 1024 = 6.9315\) "
@@ -136,6 +138,47 @@ def test_a_finetune_that_collapses_to_uniform_output_stops_at_the_end_of_that_ep
     with pytest.raises(TrainingError, match=message):
         finetune(bundle, qa_rows, config)
     assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_a_finetune_whose_loss_leaves_the_sane_range_stops_naming_step_and_learning_rate(bundle, qa_rows, tmp_path):
+    config = FinetuneConfig(
+        learning_rate=1e3, warmup_steps=0, num_train_epochs=4, per_device_train_batch_size=8, output_dir=str(tmp_path)
+    )
+    message = (
+        r"^finetune: the training diverged at step 2 of 20 \(epoch 0.20\): the loss is [0-9.e+]+, beyond "
+        r"finetune.training.loss_limit = 1000, at learning rate 994; stopping before it reaches the weights"
+    )
+    with pytest.raises(FloatingPointError, match=message):
+        finetune(bundle, qa_rows, config)
+
+
+def test_flat_at_learning_rate_10_stops_at_the_step_its_loss_leaves_the_sane_range(bundle, forget_templates):
+    """The issue's run: FLAT at learning rate 10, all finite (on this model: loss 7, then 1255 at step 2)."""
+    config = UnlearnConfig(method="flat", learning_rate=10.0, num_train_epochs=5, per_device_train_batch_size=8)
+    message = (
+        r"^unlearn \(flat\): the training diverged at step 2 of 25 \(epoch 0.20\) \(\{'template_score': -1254.871, "
+        r"'forget_score': -1416.6469\}\): the loss is 1255, beyond "
+        r"unlearn.loss_limit = 1000, at learning rate 10; stopping before it reaches the weights, so no model is "
+        r"saved. Lower unlearn.learning_rate"
+    )
+    with pytest.raises(FloatingPointError, match=message):
+        unlearn(bundle, forget_templates, config)
+
+
+def test_a_gradient_norm_growing_over_its_running_median_stops_the_training(bundle, forget_templates):
+    # learning rate 100, the limit out of the way: gradient norms 2, 9e4, 5e5, 8e5, then 2.4e6 at step 5, 7.8 times
+    # the median of the four before it
+    config = UnlearnConfig(
+        method="flat", learning_rate=100.0, num_train_epochs=5, per_device_train_batch_size=8, divergence_factor=5.0,
+        loss_limit=1e30,
+    )  # fmt: skip
+    message = (
+        r"^unlearn \(flat\): the training diverged at step 5 of 25 \(epoch 0.80\): the gradient norm is 2.364e\+06, "
+        r"7.8 times its running median [0-9.e+]+ \(unlearn.divergence_factor = 5\) at learning rate 100; "
+        r"stopping before it reaches the weights"
+    )
+    with pytest.raises(FloatingPointError, match=message):
+        unlearn(bundle, forget_templates, config)
 
 
 def test_the_epoch_end_collapse_check_runs_no_forward_while_the_gradient_is_non_zero(bundle, qa_rows):
@@ -334,9 +377,17 @@ def test_a_run_does_not_resume_another_trainings_checkpoint(tmp_path, tiny_model
         unlearn(load_causal_lm(str(tiny_model_dir)), forget_templates, ga)
 
 
+def whole_checkpoint(folder: Path) -> Path:
+    """A checkpoint folder as the Trainer leaves it once written: weights and, last, trainer_state.json."""
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "trainer_state.json").write_text('{"global_step": 1}')
+    return folder
+
+
 def test_resume_is_refused_without_a_fingerprint_or_for_another_start_model(tmp_path):
     current = {"config": {"learning_rate": 1e-4}, "training_data": "sha256:a", "start_model": "loaded from /models/a"}
-    (tmp_path / "checkpoint-7").mkdir()
+    whole_checkpoint(tmp_path / "checkpoint-7")
     missing = (
         rf"^unlearn.output_dir {tmp_path} holds checkpoint-7 but no fingerprint.json saying which configuration, "
         r"data and start model made it, so it cannot be resumed safely. Set unlearn.output_dir to another folder"
@@ -347,7 +398,7 @@ def test_resume_is_refused_without_a_fingerprint_or_for_another_start_model(tmp_
     assert checkpoint_to_resume(str(tmp_path), False, current, "unlearn") is None
     assert not (tmp_path / "checkpoint-7").exists()
     assert json.loads((tmp_path / FINGERPRINT_FILE).read_text()) == current
-    (tmp_path / "checkpoint-9").mkdir()
+    whole_checkpoint(tmp_path / "checkpoint-9")
     assert checkpoint_to_resume(str(tmp_path), True, current, "unlearn") == str(tmp_path / "checkpoint-9")
     other = {**current, "start_model": "loaded from /models/b"}
     with pytest.raises(CheckpointMismatch, match=r"the start model differs: loaded from /models/a -> loaded from "):
@@ -376,7 +427,7 @@ def test_a_checkpoint_of_a_two_process_training_is_not_resumed_by_one_process(tm
     monkeypatch.setenv("WORLD_SIZE", "2")
     launched = fingerprint({**settings, "launch": None}, data, "loaded from /models/a")
     assert checkpoint_to_resume(str(tmp_path), True, launched, "unlearn") is None  # starts, writes its fingerprint
-    (tmp_path / "checkpoint-5").mkdir()
+    whole_checkpoint(tmp_path / "checkpoint-5")
     assert checkpoint_to_resume(str(tmp_path), True, launched, "unlearn") == str(tmp_path / "checkpoint-5")
     monkeypatch.delenv("WORLD_SIZE")
     single = fingerprint({**settings, "launch": {"num_processes": 1}}, data, "loaded from /models/a")
@@ -414,7 +465,14 @@ def test_a_launched_finetune_stops_at_the_end_of_the_epoch_it_collapses_in(tiny_
     # DDP: every process holds the whole model and sees the same reduced gradient norm, so all check and stop together
     model = {"source": "pretrained", "name_or_path": str(tiny_model_dir)}
     params = {
-        "training": {"learning_rate": 1e3, "warmup_steps": 0, "num_train_epochs": 3, "per_device_train_batch_size": 4},
+        "training": {
+            "learning_rate": 1e3,
+            "warmup_steps": 0,
+            "num_train_epochs": 3,
+            "per_device_train_batch_size": 4,
+            "divergence_factor": 1e30,
+            "loss_limit": 1e30,
+        },  # the collapse check, not the divergence guards
         "launch": {"num_processes": 2, "main_process_port": 29534},
     }
     message = r"^finetune: the model has collapsed by the end of epoch 1 of 3 \(step 5 of 15\): .*\[in launched"

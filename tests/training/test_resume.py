@@ -99,8 +99,9 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path, tiny_mode
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["forget10"]])
     config = {"learning_rate": 5e-3, "num_train_epochs": 3, "per_device_train_batch_size": 8, "logging_steps": 1}
     output_dir = kill_after_first_epoch(tmp_path, "finetune", config, tiny_model_dir, rows)
-    # 40 rows / 8 = 5 steps an epoch; the fingerprint says which training the checkpoint belongs to
-    assert sorted(p.name for p in output_dir.iterdir()) == ["checkpoint-5", "fingerprint.json"]
+    # 40 rows / 8 = 5 steps an epoch; the fingerprint says which training the checkpoint belongs to, the lock which
+    # process held the folder (killed: the rerun takes it over)
+    assert sorted(p.name for p in output_dir.iterdir()) == [".training.lock", "checkpoint-5", "fingerprint.json"]
 
     resumed, resumed_history = finetune(
         load_causal_lm(str(tiny_model_dir)), rows, FinetuneConfig(**config, output_dir=str(output_dir))

@@ -45,6 +45,8 @@ def check_optimizer_settings(config: Any, block: str, with_min_lr: bool = False)
         check_number(f"{block}.{name}", getattr(config, name), minimum=0, below=1)
     check_number(f"{block}.weight_decay", config.weight_decay, minimum=0)
     check_number(f"{block}.max_grad_norm", config.max_grad_norm, minimum=0)  # 0: no clipping
+    check_number(f"{block}.divergence_factor", config.divergence_factor, above=1)
+    check_number(f"{block}.loss_limit", config.loss_limit, above=0)
     warmup = config.warmup_steps
     check_number(f"{block}.warmup_steps", warmup, minimum=0)
     if warmup >= 1 and not float(warmup).is_integer():  # transformers would truncate 2.5 steps to 2

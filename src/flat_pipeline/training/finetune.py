@@ -25,6 +25,7 @@ from flat_pipeline.models.lora import LoraSettings, add_lora, finish_lora
 from flat_pipeline.models.portable import make_portable
 from flat_pipeline.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from flat_pipeline.scoring import answer_logits, score_answers
+from flat_pipeline.training.checkpoints import owned_output_dir
 from flat_pipeline.training.common import (
     History,
     check_optimizer_settings,
@@ -37,6 +38,8 @@ from flat_pipeline.training.common import (
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
 from flat_pipeline.training.guards import (
+    DIVERGENCE_FACTOR,
+    LOSS_LIMIT,
     CollapseSample,
     TrainingError,
     check_trained_model,
@@ -67,6 +70,8 @@ class FinetuneConfig:
     per_device_train_batch_size: int = 32
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    divergence_factor: float = DIVERGENCE_FACTOR  # stop when |loss| or the gradient norm grows this much over its
+    loss_limit: float = LOSS_LIMIT  # running median, or |loss| passes this limit (training/guards.py)
     max_length: int = 512
     seed: int = 0
     logging_steps: int = 10
@@ -207,10 +212,11 @@ def _finetune_here(
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
     # only a training that keeps checkpoints compares fingerprints (the start model's files are read for it)
     current = fingerprint(settings, {"train": train_set}, start_model_identity(bundle)) if config.output_dir else {}
-    checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, TRAINING_BLOCK)
-    if lora.enabled:
-        bundle.model = add_lora(bundle.model, lora)
-    with tempfile.TemporaryDirectory() as scratch:
+    # one training at a time per output_dir, held before its fingerprint is written (training/checkpoints.py)
+    with owned_output_dir(config.output_dir, TRAINING_BLOCK), tempfile.TemporaryDirectory() as scratch:
+        checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, TRAINING_BLOCK)
+        if lora.enabled:
+            bundle.model = add_lora(bundle.model, lora)
         trainer = _trainer_class()(
             model=bundle.model,
             args=_arguments(config, config.output_dir or scratch),
@@ -218,6 +224,9 @@ def _finetune_here(
             data_collator=PadCollator(bundle.tokenizer.pad_token_id),
             job="finetune",
             remedy=_remedy(config),
+            block=TRAINING_BLOCK,
+            divergence_factor=config.divergence_factor,
+            loss_limit=config.loss_limit,
             collapse_sample=CollapseSample(first_rows(train_set)["input_ids"], bundle.tokenizer.pad_token_id),
             callbacks=[curves_callback(track_as)],
         )

@@ -19,19 +19,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flat_pipeline.training.checkpoints import checkpoints_newest_first, newest_complete_checkpoint
 from flat_pipeline.training.common import is_main_process, process_count
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-# Config fields that leave the trained weights unchanged: where they go, whether to resume, how often to log and
-# what is evaluated along the way. `launch` is left out too, as it reads differently in the launching process and in
-# the launched ones (unset there); the process count is fingerprinted from the processes that train instead.
-IGNORED_FIELDS = ("output_dir", "resume", "logging_steps", "launch", "trajectory")
+# Config fields that leave the trained weights unchanged: where they go, whether to resume, how often to log, what is
+# evaluated along the way and when a diverging training is stopped. `launch` is left out too, as it reads differently
+# in the launching process and in the launched ones (unset there); the process count is fingerprinted from the
+# processes that train instead.
+IGNORED_FIELDS = (
+    "output_dir", "resume", "logging_steps", "launch", "trajectory", "divergence_factor", "loss_limit"
+)  # fmt: skip
 
 
 class CheckpointMismatch(ValueError):
-    """`output_dir` holds checkpoints of another training (configuration, data or start model)."""
+    """`output_dir` holds checkpoints of another training (configuration, data or start model), or only incomplete
+    ones."""
 
 
 def fingerprint(config: Mapping[str, Any], datasets: Mapping[str, Any], start_model: str) -> dict[str, Any]:
@@ -134,18 +139,30 @@ def checkpoint_to_resume(output_dir: str | None, resume: bool, current: dict[str
     differences. Starting over (no checkpoint, or `resume` false) deletes old checkpoints (the Trainer keeps the
     highest-numbered one, which could be an older run's) and writes `current` (main process only).
 
-    `block` names the parameters in messages (e.g. `unlearn`, `finetune.training`).
+    Only whole checkpoints are resumed (`newest_complete_checkpoint`): newer ones that a kill left incomplete are
+    deleted with a warning; a folder holding nothing else is refused, saying so. Call it holding the folder
+    (`owned_output_dir`). `block` names the parameters in messages (e.g. `unlearn`, `finetune.training`).
     """
     if output_dir is None:
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
     folder = Path(output_dir)
-    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    found, incomplete = newest_complete_checkpoint(folder) if folder.is_dir() else (None, {})
+    checkpoint = str(found) if found else None
     advice = (
         f"Set {block}.output_dir to another folder, or {block}.resume=false to start over in {folder} (its "
         f"checkpoints are deleted)."
     )
+    if resume and incomplete:
+        described = ", ".join(f"{path.name} ({why})" for path, why in incomplete.items())
+        if checkpoint is None:
+            raise CheckpointMismatch(
+                f"{block}.output_dir {folder} holds no whole checkpoint to resume: {described}, as a training killed "
+                f"while writing it leaves them. {advice}"
+            )
+        logger.warning("%s.output_dir %s: skipping incomplete %s; resuming %s", block, folder, described, found.name)
+        if is_main_process():
+            for path in incomplete:
+                shutil.rmtree(path)
     if checkpoint and resume:
         stored = _read(folder / FINGERPRINT_FILE)
         if stored is None:
@@ -161,11 +178,10 @@ def checkpoint_to_resume(output_dir: str | None, resume: bool, current: dict[str
             )
         return checkpoint
     if is_main_process():
-        if checkpoint:
+        if checkpoint or incomplete:
             logger.warning("%s.resume is false: deleting the old checkpoints in %s", block, folder)
-            for old in folder.glob("checkpoint-*"):
-                if old.is_dir():
-                    shutil.rmtree(old)
+            for old in checkpoints_newest_first(folder):
+                shutil.rmtree(old)
         _write(folder / FINGERPRINT_FILE, current)
     return None
 

@@ -1,6 +1,7 @@
 """Guards that stop a training whose result would be garbage, before a model is saved: a non-finite loss or gradient
-norm, and an output distribution that has collapsed to uniform (checked at every epoch end, and once more after a
-launched training); and, for a tune trial, a model that has become confidently wrong on data it should keep.
+norm; a diverging one (finite, but `divergence_factor` times its running median, or a loss beyond `loss_limit`); an
+output distribution that has collapsed to uniform (checked at every epoch end, and once more after a launched
+training); and, for a tune trial, a model that has become confidently wrong on data it should keep.
 
 The HF Trainer hides a NaN loss (`logging_nan_inf_filter` logs the running mean instead, often `loss: 0`) and steps
 the optimiser with a NaN gradient, so a diverged run ends "successfully" with NaN weights. Raising inside the node
@@ -10,7 +11,9 @@ means Kedro saves no new model version.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,17 @@ COLLAPSE_SAMPLE_ROWS, COLLAPSE_SAMPLE_TOKENS = 8, 64  # one small forward: 8 x 6
 WRECKED_MARGIN = 1.0  # nats per token above ln |V|
 WRECKED_SAMPLE_ROWS = 16  # forwards of one example each: their logits at the answer positions only
 
+# Divergence that stays finite: FLAT at learning rate 10 took its loss from 11 to 7576 and the gradient norm to 2.9e8
+# and ended "successfully" (on the test world's tiny Llama: 7 to 1255 at step 2). Our losses are per-token means of
+# log-probabilities, divergences or activation distances: a thousand nats is no sane value (a 49k vocabulary's
+# uniform guess costs 10.8). A slower divergence is caught by its growth over the running median; gradient ascent's
+# loss legitimately grows some 300-fold (0.05 to 15 nats) as it unlearns, so the allowed growth is far above that.
+# The median needs a few steps to mean anything.
+DIVERGENCE_FACTOR = 1.0e4  # default of <block>.divergence_factor
+LOSS_LIMIT = 1.0e3  # default of <block>.loss_limit
+DIVERGENCE_MIN_HISTORY = 4  # steps seen before the growth check starts
+DIVERGENCE_WINDOW = 100  # the running median is over this many last values
+
 
 class TrainingError(RuntimeError):
     """A training ended in a model that must not be saved (collapsed, wrecked, or short of a configured quality
@@ -47,15 +61,22 @@ class CollapseSample:
 
 
 class TrainingGuards:
-    """Mixin for HF Trainer subclasses: stop at the first non-finite loss or gradient norm, naming the step, and at
-    the end of the first epoch after which the model has collapsed (`check_not_collapsed` on `collapse_sample`).
+    """Mixin for HF Trainer subclasses: stop at the first non-finite or diverging loss or gradient norm, naming the
+    step and the learning rate, and at the end of the first epoch after which the model has collapsed
+    (`check_not_collapsed` on `collapse_sample`).
 
-    `job` names the training in messages (e.g. "finetune", "unlearn (flat)"); `remedy` says what to change.
+    `job` names the training in messages (e.g. "finetune", "unlearn (flat)"); `remedy` says what to change; `block`
+    names the parameters (`unlearn`, `finetune.training`) whose `divergence_factor` and `loss_limit` are given.
     """
 
-    def __init__(self, *args: Any, job: str, remedy: str, collapse_sample: CollapseSample, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, job: str, remedy: str, collapse_sample: CollapseSample, block: str = "training",
+        divergence_factor: float = DIVERGENCE_FACTOR, loss_limit: float = LOSS_LIMIT, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.job, self.remedy, self.collapse_sample = job, remedy, collapse_sample
+        self.block, self.divergence_factor, self.loss_limit = block, divergence_factor, loss_limit
+        self._recent = {"loss": deque(maxlen=DIVERGENCE_WINDOW), "gradient norm": deque(maxlen=DIVERGENCE_WINDOW)}
         self.last_grad_norm: float | None = None  # of the last optimiser step, as the gradient guard read it
         self.add_callback(_log_last_step())
         self.add_callback(_collapse_check(self))
@@ -73,15 +94,46 @@ class TrainingGuards:
         kept = f"; checkpoints of earlier epochs stay in {self.args.output_dir}" if saving else ""
         return f"stopping before it reaches the weights, so no model is saved{kept}"
 
-    def stop_unless_finite_loss(self, loss: Any, details: str = "") -> None:
-        """Raise FloatingPointError if `loss` (a scalar tensor) is NaN or infinite. One device sync per micro-batch."""
-        import torch
+    def _learning_rate(self) -> str:
+        try:
+            return f"{self._get_learning_rate():.3g}"
+        except Exception:  # noqa: BLE001  (no scheduler yet: the configured rate)
+            return f"{self.args.learning_rate:.3g}"
 
-        if not torch.isfinite(loss):
+    def _stop_if_diverging(self, what: str, value: float) -> None:
+        """Raise FloatingPointError if |value| grew `divergence_factor`-fold over the running median of the last
+        values of `what`; then remember it."""
+        recent = self._recent[what]
+        if len(recent) >= DIVERGENCE_MIN_HISTORY:
+            median = statistics.median(recent)
+            if median > 0 and abs(value) > self.divergence_factor * median:
+                raise FloatingPointError(
+                    f"{self.job}: the training diverged {self._where()}: the {what} is {value:.4g}, "
+                    f"{abs(value) / median:.3g} times its running median {median:.4g} ({self.block}.divergence_factor "
+                    f"= {self.divergence_factor:g}) at learning rate {self._learning_rate()}; {self._nothing_saved()}. "
+                    f"{self.remedy}"
+                )
+        recent.append(abs(value))
+
+    def stop_unless_finite_loss(self, loss: Any, details: str | Callable[[], str] = "") -> None:
+        """Raise FloatingPointError if `loss` (a scalar tensor) is NaN or infinite, beyond `loss_limit`, or diverging
+        (`divergence_factor`); `details` (or what it returns, only then) is added to the message. One device sync per
+        micro-batch."""
+        value = float(loss.detach())
+        if callable(details) and (not math.isfinite(value) or abs(value) > self.loss_limit):
+            details = details()
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"{self.job}: the training loss is {loss.item()} {self._where()}{details}; "
+                f"{self.job}: the training loss is {value} {self._where()}{details}; "
                 f"{self._nothing_saved()}. {self.remedy}"
             )
+        if abs(value) > self.loss_limit:
+            raise FloatingPointError(
+                f"{self.job}: the training diverged {self._where()}{details}: the loss is {value:.4g}, beyond "
+                f"{self.block}.loss_limit = {self.loss_limit:g}, at learning rate {self._learning_rate()}; "
+                f"{self._nothing_saved()}. {self.remedy}"
+            )
+        self._stop_if_diverging("loss", value)
 
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         # transformers 5 computes the (pre-clip) gradient norm of every optimiser step here, after the gradients are
@@ -96,6 +148,7 @@ class TrainingGuards:
                     f"{self.job}: the gradient norm is {value} {self._where()} (the loss was finite); "
                     f"{self._nothing_saved()}. {self.remedy}"
                 )
+            self._stop_if_diverging("gradient norm", value)
         return grad_norm
 
 

@@ -29,6 +29,7 @@ from flat_pipeline.models.lora import AdapterDisabled, LoraSettings, add_lora, f
 from flat_pipeline.models.portable import make_portable
 from flat_pipeline.prompts import PromptFormat, encode_example
 from flat_pipeline.templates import PAIRINGS, pick_template
+from flat_pipeline.training.checkpoints import owned_output_dir
 from flat_pipeline.training.common import (
     History,
     check_optimizer_settings,
@@ -40,7 +41,14 @@ from flat_pipeline.training.common import (
     training_arguments,
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
-from flat_pipeline.training.guards import CollapseSample, check_trained_model, first_rows, guarded_trainer
+from flat_pipeline.training.guards import (
+    DIVERGENCE_FACTOR,
+    LOSS_LIMIT,
+    CollapseSample,
+    check_trained_model,
+    first_rows,
+    guarded_trainer,
+)
 from flat_pipeline.training.methods import LOSS_FORMS, METHODS, SHARED_DEFAULTS, Method
 from flat_pipeline.training.tracking import curves_callback
 from flat_pipeline.training.trajectory import Trajectory, TrajectoryConfig
@@ -77,6 +85,8 @@ class UnlearnConfig:
     per_device_train_batch_size: int = 32
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    divergence_factor: float = DIVERGENCE_FACTOR  # stop when |loss| or the gradient norm grows this much over its
+    loss_limit: float = LOSS_LIMIT  # running median, or |loss| passes this limit (training/guards.py)
     max_length: int = 512
     seed: int = 0
     logging_steps: int = 1
@@ -235,7 +245,10 @@ def _trainer_class() -> type:
             self, *args, unlearn_config: UnlearnConfig, reference: Any = None, on_epoch_end=None, **kwargs
         ) -> None:
             job = f"unlearn ({unlearn_config.method})"
-            super().__init__(*args, job=job, remedy=unlearn_config.remedy(), **kwargs)
+            super().__init__(
+                *args, job=job, remedy=unlearn_config.remedy(), block=unlearn_config.block,
+                divergence_factor=unlearn_config.divergence_factor, loss_limit=unlearn_config.loss_limit, **kwargs,
+            )  # fmt: skip
             self.unlearn_config, self.reference = unlearn_config, reference
             self.add_callback(EpochToCollator(self.data_collator, on_epoch_end))
             self._log_sums: dict[str, Any] = {}
@@ -246,9 +259,10 @@ def _trainer_class() -> type:
                 parameter = next(model.parameters())
                 self.reference.to(device=parameter.device, dtype=parameter.dtype)  # no-op once moved
             loss, logs = self.unlearn_config.spec.step(model, inputs, self.reference, self.unlearn_config)
-            if not torch.isfinite(loss):  # the method's own terms say which side went wrong
-                readable = {key: round(value.item(), 4) for key, value in logs.items()}
-                self.stop_unless_finite_loss(loss, f" ({readable})")
+            # the method's own terms say which side went wrong
+            self.stop_unless_finite_loss(
+                loss, lambda: f" ({ {key: round(value.item(), 4) for key, value in logs.items()} })"
+            )
             for key, value in logs.items():
                 self._log_sums[key] = self._log_sums.get(key, 0.0) + value  # tensors until logged
             self._log_count += 1
@@ -350,21 +364,19 @@ def _unlearn_here(
     current = {}
     if config.output_dir:
         current = fingerprint(settings, {"forget": train_set, "retain": retain}, start_model_identity(bundle))
-    checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, config.block)
-    if lora.enabled:
-        bundle.model = add_lora(bundle.model, lora)
-    reference = None
-    if spec.needs_reference:  # with LoRA the model itself, adapters off; else a frozen copy
-        reference = AdapterDisabled(bundle.model) if lora.enabled else frozen_reference(bundle.model)
-    collator = UnlearnCollator(tokenizer.pad_token_id, config.pairing, config.seed, retain)
-    logger.info(
-        "unlearning %d forget items with %s (retain data: %s, reference model: %s)",
-        len(train_set),
-        config.method,
-        spec.needs_retain,
-        spec.needs_reference,
-    )
-    with tempfile.TemporaryDirectory() as scratch:
+    # one training at a time per output_dir, held before its fingerprint is written (training/checkpoints.py)
+    with owned_output_dir(config.output_dir, config.block), tempfile.TemporaryDirectory() as scratch:
+        checkpoint = checkpoint_to_resume(config.output_dir, config.resume, current, config.block)
+        if lora.enabled:
+            bundle.model = add_lora(bundle.model, lora)
+        reference = None
+        if spec.needs_reference:  # with LoRA the model itself, adapters off; else a frozen copy
+            reference = AdapterDisabled(bundle.model) if lora.enabled else frozen_reference(bundle.model)
+        collator = UnlearnCollator(tokenizer.pad_token_id, config.pairing, config.seed, retain)
+        logger.info(
+            "unlearning %d forget items with %s (retain data: %s, reference model: %s)",
+            len(train_set), config.method, spec.needs_retain, spec.needs_reference,
+        )  # fmt: skip
         trainer = _trainer_class()(
             model=bundle.model,
             args=_arguments(config, config.output_dir or scratch),
