@@ -217,3 +217,20 @@ def test_forget_quality_is_summarised_on_a_log10_scale_too(bundle, sets, retain_
     summary, _ = evaluate_model(bundle, sets, ["forget_quality"], FAST, reference=reference)
     assert set(summary) == {"forget_quality", "log10_forget_quality"}
     assert summary["log10_forget_quality"] == pytest.approx(math.log10(summary["forget_quality"]))
+
+
+def test_a_metric_that_overflows_is_reported_as_infinite_with_its_name(tiny_model_dir, sets, caplog):
+    """A diverged model (its output layer scaled up: a mean token NLL in the thousands) has a perplexity beyond
+    float range: reported as inf and named, not a bare OverflowError (issue 25)."""
+    import logging
+
+    import torch
+
+    diverged = load_causal_lm(str(tiny_model_dir))
+    with torch.no_grad():
+        diverged.model.lm_head.weight.mul_(1e4)
+    with caplog.at_level(logging.WARNING, logger="flat_pipeline.evaluation.runner"):
+        summary, _ = evaluate_model(diverged, sets, ["holdout_perplexity", "forget_Q_A_Prob"], FAST)
+    assert summary["holdout_perplexity"] == math.inf
+    assert math.isfinite(summary["forget_Q_A_Prob"])
+    assert "holdout_perplexity overflowed (math range error): reported as inf" in caplog.messages

@@ -57,3 +57,26 @@ def test_a_trial_that_wrecks_the_model_fails_with_its_reason_and_is_never_picked
         ("wrecking", "search", "FAIL"),
         ("gentle", "seed", "COMPLETE"),
     ]
+
+
+def test_a_trial_whose_evaluation_raises_anything_fails_with_its_reason_and_the_worker_goes_on(
+    tiny_model_dir, small_world, forget_templates, tmp_path
+):
+    """The issue's case: a diverged model's evaluation died with a bare OverflowError, which escaped the trial, killed
+    the worker and left the trial RUNNING for every other worker to wait on (issue 25)."""
+    calls = []
+
+    def evaluate(bundle):
+        calls.append(bundle)
+        if len(calls) == 1:
+            raise OverflowError("math range error")
+        return {"forget_quality": 0.5, "model_utility": 0.6}
+
+    retain = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["retain90"]])
+    trial_data = TrialData(load_causal_lm(str(tiny_model_dir)), forget_templates, retain, PromptFormat(), evaluate)
+    config = TuneConfig(storage=str(tmp_path / "tune.journal"), n_trials=2, seeds=[])
+    ran = run_worker(trial_data, config, {"gentle": METHODS["gentle"]}, {"model_utility": 0.5})
+    records = trial_records(open_storage(config.storage), study_name(config, "gentle", "search"), 2)
+    assert [r["state"] for r in records] == ["FAIL", "COMPLETE"]
+    assert records[0]["error"] == "OverflowError: math range error"
+    assert [t["state"] for t in ran["trials"]] == ["FAIL", "COMPLETE"]

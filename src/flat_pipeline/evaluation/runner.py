@@ -4,6 +4,7 @@ the per-item table."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,11 @@ def run_metrics(ctx: EvalContext, metric_names: Sequence[str]) -> dict[str, floa
         metric = METRICS[name]
         if metric.needs_reference and ctx.reference is None:
             continue
-        summary[name] = ctx.metric(name)
+        try:
+            summary[name] = ctx.metric(name)
+        except OverflowError as error:  # e.g. the perplexity of a diverged model: exp of a mean NLL in the thousands
+            logger.warning("%s overflowed (%s): reported as inf", name, error)
+            summary[name] = math.inf
         logger.info("%s = %.6g", name, summary[name])
         if metric.derived is not None:
             summary.update(metric.derived(ctx, summary[name]))

@@ -30,7 +30,7 @@ from typing import Any
 from flat_pipeline.config import ParameterError, check_number, config_from_params
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.prompts import PromptFormat
-from flat_pipeline.training.guards import WRECKED_SAMPLE_ROWS, TrainingError, check_not_wrecked
+from flat_pipeline.training.guards import WRECKED_SAMPLE_ROWS, check_not_wrecked
 from flat_pipeline.training.tracking import flatten, method_label
 from flat_pipeline.training.unlearn import UnlearnConfig, tokenize_retain, unlearn
 from flat_pipeline.tuning.rule import SelectionRule
@@ -287,11 +287,14 @@ def _run_trial(  # noqa: PLR0917 (bound by partial per method, then called with 
             check_not_wrecked(trained.model, kept["input_ids"], kept["labels"], trained.tokenizer.pad_token_id,
                               about="retain answers", job=f"unlearn ({unlearn_config.method})",
                               remedy=unlearn_config.remedy())  # fmt: skip
-        except (FloatingPointError, TrainingError) as error:  # diverged, collapsed or wrecked: a failed trial
-            logger.warning("tune %s failed: %s", label, error)
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
-        else:
             metrics = {k: float(v) for k, v in data.evaluate(trained).items()}
+        except Exception as error:  # noqa: BLE001  diverged, collapsed, wrecked, or anything else: a failed trial
+            # with its reason in the study; the worker goes on with the next trial (a trial left RUNNING would
+            # stall every worker waiting for it)
+            logger.warning("tune %s failed: %s: %s", label, type(error).__name__, error)
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
+            metrics = {}
+        else:
             _log(metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
             if config.keep_models:
                 _save(trained, Path(config.keep_models) / config.study_name / method / f"{phase}_{trial.number}")
