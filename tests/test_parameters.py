@@ -10,7 +10,7 @@ from flat_pipeline.hooks.preflight import benchmark_method_problems, trajectory_
 from flat_pipeline.parameters import check_parameters, parameter_problems
 
 PROJECT = Path(__file__).resolve().parents[1]
-ENVIRONMENTS = ["local", "test", "tofu", "muse_news", "muse_books", "hp"]
+ENVIRONMENTS = ["local", "test", "tofu", "muse_news", "muse_books", "hp", "smollm2"]
 
 
 def environment_parameters(env: str) -> dict:
@@ -192,6 +192,26 @@ def test_every_problem_is_reported_at_once(base_params, monkeypatch):
     params = with_override(params, "unlaern.seed", 1)
     with pytest.raises(ParameterError, match=r"^3 parameter problem\(s\); nothing was run:\n  - parameter block"):
         check_parameters(params)
+
+
+def test_every_problem_of_a_block_is_listed_once_and_only_under_its_own_name(base_params, monkeypatch):
+    """Three bad unlearn settings: all three named, each once; not again under benchmark.methods.<m> or
+    tune.space.methods.<m>, blocks the user did not touch (issue 25)."""
+    monkeypatch.chdir(PROJECT)
+    params = with_override(base_params, "unlearn.learning_rate", 0)
+    params = with_override(params, "unlearn.per_device_train_batch_size", 0)
+    params = with_override(params, "unlearn.divergense", "kl")
+    params = with_override(params, "finetune.training.num_train_epochs", 0)
+    params = with_override(params, "finetune.training.adam_beta1", 1.5)
+    problems = parameter_problems(params)
+    assert problems[:4] == [  # in the order of the blocks' keys
+        "parameter finetune.training.adam_beta1: expected a finite number >= 0 and < 1, got 1.5",
+        "parameter finetune.training.num_train_epochs: expected a finite number > 0, got 0",
+        "parameter unlearn.learning_rate: expected a finite number > 0, got 0",
+        "parameter unlearn.per_device_train_batch_size: expected an integer >= 1, got 0",
+    ], problems
+    assert problems[4].startswith("parameter unlearn.divergense: unknown key (did you mean 'divergence'?); known:")
+    assert len(problems) == 5, problems
 
 
 def test_a_trajectory_that_compares_with_the_retain_reference_needs_the_benchmark(base_params):

@@ -39,6 +39,24 @@ class Problems(list[str]):
         return True
 
 
+def every_problem(build: Callable[[Mapping[str, Any]], Any], block: Mapping[str, Any]) -> list[str]:
+    """Every problem of a block that a config class checks (its constructor stops at the first one): the block is
+    built whole, then, if that fails, each of its settings alone over the defaults. A problem that only a combination
+    of settings has is the whole block's first one."""
+    try:
+        build(block)
+        return []
+    except ValueError as whole:
+        found: list[str] = []
+        for key, value in block.items():
+            try:
+                build({key: value})
+            except ValueError as alone:
+                if str(alone) not in found:
+                    found.append(str(alone))
+        return found if found else [str(whole)]
+
+
 def _keyword_names(function: Callable[..., Any], *excluded: str) -> list[str]:
     return [name for name in inspect.signature(function).parameters if name not in excluded]
 
@@ -155,8 +173,7 @@ def _check_finetune(block: Block, params: Block, problems: Problems) -> None:
         check_number("finetune.num_threads", block.get("num_threads"), minimum=1, integer=True, optional=True)
     with problems.catch():
         min_train_exact_match(block)  # the finetune's own range check
-    with problems.catch():
-        FinetuneConfig.from_params(block.get("training") or {})
+    problems.extend(every_problem(FinetuneConfig.from_params, block.get("training") or {}))
     with problems.catch():
         LoraSettings.from_params(block.get("lora"), "finetune")
     with problems.catch():
@@ -175,8 +192,8 @@ def _check_unlearn(block: Block, params: Block, problems: Problems) -> None:
     if not isinstance(block, Mapping):
         problems.append(f"parameter unlearn: expected a mapping of settings, got {block!r}")
         return
-    with problems.catch():  # unknown keys and ranges: UnlearnConfig's own checks
-        unlearn_config(block, params)
+    # unknown keys and ranges: UnlearnConfig's own checks, every one of them
+    problems.extend(every_problem(lambda settings: unlearn_config(settings, params), block))
 
 
 def _check_evaluate(block: Block, params: Block, problems: Problems) -> None:
@@ -326,8 +343,11 @@ def _check_tune(block: Block, params: Block, problems: Problems) -> None:
             raise ParameterError(
                 f"parameter tune.space.methods.{stray[0]}: not a method of benchmark.methods{nearest(stray[0], known)}"
             )
-        pairing = (params.get("templates") or {}).get("pairing")
-        check_methods(config, tuned_method_parameters(block, benchmark, params.get("unlearn") or {}, pairing))
+        # the methods inherit `unlearn`: a problem there is reported once, under unlearn, not again for each method
+        unlearn = params.get("unlearn") or {}
+        if not _problems_of(lambda: unlearn_config(unlearn, params)):
+            pairing = (params.get("templates") or {}).get("pairing")
+            check_methods(config, tuned_method_parameters(block, benchmark, unlearn, pairing))
 
 
 # Every top-level parameter block and its check; a block not listed here is refused.

@@ -28,6 +28,8 @@ from functools import wraps
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from flat_pipeline.file_modes import give_default_modes
+
 logger = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"  # in the name of a save in progress, or of one killed before it could clean up
@@ -215,6 +217,7 @@ def _publish(staging: Path, final: Path) -> None:
     """Rename a finished save to its final name, after flushing it to disk."""
     if not staging.exists():
         return  # the writer wrote nothing (an empty dict of figures): nothing to publish, as without staging
+    give_default_modes(staging)  # readable by whoever may read a new file here, not 0600 as some writers stage them
     _flush_to_disk(staging)
     if staging.is_dir() and final.exists():
         # An unversioned folder saved again: rename() cannot replace a non-empty folder, so the old one steps aside.

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from flat_pipeline.file_modes import give_default_modes
+
 logger = logging.getLogger(__name__)
 
 GENERIC_TOKENIZER = "PreTrainedTokenizerFast"  # 4.x's class for a bare tokenizer.json, read as it is
@@ -205,6 +207,7 @@ def _rewrite(path: Path, change: Callable[[dict[str, Any]], dict[str, Any]]) -> 
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
+        give_default_modes(temporary)  # mkstemp makes it 0600
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flat_pipeline.file_modes import give_default_modes
 from flat_pipeline.training.checkpoints import checkpoints_newest_first, newest_complete_checkpoint
 from flat_pipeline.training.common import is_main_process, process_count
 
@@ -200,6 +201,7 @@ def _write(path: Path, content: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(handle, "w") as file:
             json.dump(content, file, indent=2, sort_keys=True)
+        give_default_modes(temporary)  # mkstemp makes it 0600
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
