@@ -230,3 +230,12 @@ def test_a_trajectory_that_compares_with_the_retain_reference_needs_the_benchmar
     ]
     assert trajectory_problems(params, benchmark()) == []
     assert trajectory_problems(with_override(params, "unlearn.trajectory.every", None), unlearn()) == []
+
+
+def test_evaluate_external_on_a_folder_that_does_not_exist_is_refused_before_the_run(base_params, tmp_path):
+    problems = parameter_problems(with_override(base_params, "external_model", str(tmp_path / "no_such_model")))
+    assert (
+        f"parameter external_model: the folder '{tmp_path / 'no_such_model'}' does not exist; expected a model folder "
+        "written by save_pretrained (config.json, weights, tokenizer files) or a hub id such as 'organisation/name'"
+    ) in problems
+    assert not parameter_problems(with_override(base_params, "external_model", "open-unlearning/tofu_Llama-2-7b"))

@@ -319,8 +319,12 @@ def _check_tracking(block: Block, params: Block, problems: Problems) -> None:
 
 
 def _check_external_model(value: Any, params: Block, problems: Problems) -> None:
+    from flat_pipeline.models.loading import model_location_problem
+
     if not isinstance(value, str) or not value:
         problems.append(f"parameter external_model: expected a model folder or hub id, got {value!r}")
+    elif problem := model_location_problem(value):
+        problems.append(f"parameter external_model: {problem}")
 
 
 def _check_tune(block: Block, params: Block, problems: Problems) -> None:

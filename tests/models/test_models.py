@@ -77,7 +77,11 @@ def test_local_model_loads_by_path_with_dtype_and_a_missing_one_fails_clearly(ti
     bundle = load_causal_lm(str(tiny_model_dir), dtype="bfloat16", gradient_checkpointing=True)
     assert next(bundle.model.parameters()).dtype == torch.bfloat16
     assert bundle.model.is_activation_checkpointing
-    with pytest.raises(OSError, match=str(tmp_path / "nowhere")):
+    message = (
+        rf"^could not load a model: the folder '{tmp_path / 'nowhere'}' does not exist; expected a model folder "
+        r"written by save_pretrained \(config.json, weights, tokenizer files\) or a hub id such as 'organisation/name'$"
+    )
+    with pytest.raises(FileNotFoundError, match=message):  # not transformers' "Repo id must be in the form ..."
         load_causal_lm(str(tmp_path / "nowhere"))
 
 
@@ -85,8 +89,15 @@ def test_a_weights_only_folder_loads_with_a_tokenizer_from_elsewhere(tiny_model_
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "weights")  # no tokenizer files
-    with pytest.raises(OSError, match="could not load a tokenizer from .*import_models.tokenizer"):
+    missing = (
+        rf"^could not load a tokenizer: the folder '{tmp_path / 'weights'}' holds none \(none of tokenizer.json, "
+        r"tokenizer_config.json, tokenizer.model, vocab.json\); save the model's tokenizer into it "
+        rf"\(tokenizer.save_pretrained\('{tmp_path / 'weights'}'\)\)"
+    )
+    with pytest.raises(FileNotFoundError, match=missing + "$"):  # no parameter named that the caller does not read
         load_causal_lm(str(tmp_path / "weights"))
+    with pytest.raises(FileNotFoundError, match=missing + ", or name one that has it with import_models.tokenizer$"):
+        load_causal_lm(str(tmp_path / "weights"), tokenizer_parameter="import_models.tokenizer")
     bundle = load_causal_lm(str(tmp_path / "weights"), tokenizer_name_or_path=str(tiny_model_dir))
     assert bundle.tokenizer.get_vocab() == load_causal_lm(str(tiny_model_dir)).tokenizer.get_vocab()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,27 @@ def _attention(requested: str) -> str:
     return requested
 
 
+# A hub id: `name` or `organisation/name`; anything else that is not a folder here is a path that does not exist.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def model_location_problem(name_or_path: str) -> str | None:
+    """Why `name_or_path` can be neither a local model folder nor a hub id (None when it may be one): a path that
+    does not exist, or a file where a folder is expected."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return None
+    if path.exists():
+        return f"'{name_or_path}' is a file; expected a model folder written by save_pretrained, or a hub id"
+    if _HUB_ID.fullmatch(name_or_path) and not name_or_path.startswith("."):
+        return None
+    return (
+        f"the folder '{name_or_path}' does not exist; expected a model folder written by save_pretrained (config.json, "
+        f"weights, tokenizer files) or a hub id such as 'organisation/name'"
+    )
+
+
 def _torch_dtype(name: str) -> Any:
     import torch
 
@@ -62,15 +84,22 @@ def load_causal_lm(
     attn_implementation: str = "sdpa",
     gradient_checkpointing: bool = False,
     tokenizer_name_or_path: str | None = None,
+    *,
+    tokenizer_parameter: str | None = None,
 ) -> ModelBundle:
     """A causal LM and its tokenizer from a hub id or a local folder written by `save_pretrained`.
 
     Offline (our machines), only local folders and ids already in the local cache load. A LoRA adapter folder
     (`adapter_config.json`) loads onto the base model its config names. `tokenizer_name_or_path` takes the tokenizer
-    from elsewhere, for model repositories that ship weights only.
+    from elsewhere, for model repositories that ship weights only; `tokenizer_parameter` names the parameter that
+    sets it, for the message when a folder has no tokenizer.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    for location in dict.fromkeys([name_or_path, tokenizer_name_or_path or name_or_path]):
+        problem = model_location_problem(location)
+        if problem:
+            raise FileNotFoundError(f"could not load a model: {problem}")
     adapter_config = Path(name_or_path) / "adapter_config.json"
     if adapter_config.is_file():
         from flat_pipeline.models.lora import load_adapter
@@ -86,13 +115,20 @@ def load_causal_lm(
     attention = _attention(attn_implementation)
     logger.info("loading model %s (dtype %s, attention %s)", name_or_path, dtype, attention)
     tokenizer_source = tokenizer_name_or_path or name_or_path
+    folder = Path(tokenizer_source).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        elsewhere = f", or name one that has it with {tokenizer_parameter}" if tokenizer_parameter else ""
+        raise FileNotFoundError(
+            f"could not load a tokenizer: the folder '{tokenizer_source}' holds none (none of "
+            f"{', '.join(TOKENIZER_FILES)}); save the model's tokenizer into it "
+            f"(tokenizer.save_pretrained('{tokenizer_source}')){elsewhere}"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    except (OSError, ValueError) as err:  # no folder or id (OSError); a folder of weights only (ValueError)
+    except (OSError, ValueError) as err:  # an id neither cached nor reachable (OSError); unreadable files
         raise OSError(
             f"could not load a tokenizer from '{tokenizer_source}': give a local folder written by save_pretrained, "
-            f"or a hub id with the hub reachable; for a model folder of weights only, name the tokenizer's folder or "
-            f"id (import_models.tokenizer) ({err})"
+            f"or a hub id with the hub reachable ({err})"
         ) from err
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, attn_implementation=attention)

@@ -27,6 +27,7 @@ def import_model(import_params: dict[str, Any], model_params: dict[str, Any], ro
         model_params.get("dtype", "float32"),
         model_params.get("attn_implementation", "sdpa"),
         tokenizer_name_or_path=import_params.get("tokenizer"),
+        tokenizer_parameter="import_models.tokenizer",
     )
 
 
