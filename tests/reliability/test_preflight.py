@@ -6,7 +6,7 @@ import pytest
 from kedro.framework.session import KedroSession
 
 from flat_pipeline.config import ParameterError
-from flat_pipeline.hooks.preflight import PreflightError
+from flat_pipeline.hooks.preflight import PreflightError, check_environment_state
 from tests.kedro_runs import run_session
 
 
@@ -78,6 +78,19 @@ def test_an_environment_without_state_of_its_own_is_refused(project):
     (scratch / "globals.yml").write_text("data_root: data/test\nmlflow_experiment: flat_pipeline_scratch\n")
     with pytest.raises(PreflightError, match=r"environments 'scratch' and 'test' share data_root 'data/test'"):
         run_session(project, ["data_prep"], env="scratch")
+    assert written_files(project) == []
+
+
+def test_a_local_environment_reusing_another_environments_data_root_is_refused(project):
+    """conf/local keeps base's state, or its own; another environment's (written another way) is refused."""
+    local = project / "conf" / "local" / "globals.yml"
+    local.write_text("data_root: data\n")
+    check_environment_state(project / "conf", "local")  # base's own: `kedro run`'s default
+    local.write_text("data_root: ./data/tofu/\n")
+    with pytest.raises(PreflightError, match=r"^environments 'local' and 'tofu' share data_root 'data/tofu'"):
+        check_environment_state(project / "conf", "local")
+    with pytest.raises(PreflightError, match=r"environments 'local' and 'tofu' share data_root"):
+        run_session(project, ["data_prep"], env=None)
     assert written_files(project) == []
 
 

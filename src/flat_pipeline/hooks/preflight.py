@@ -5,6 +5,7 @@ but does not make exists."""
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from pathlib import Path
 from typing import Any
@@ -59,16 +60,29 @@ def check_environment_state(conf: Path, env: str) -> None:
                 f"{' and '.join(missing)} (e.g. data_root: data/{env}, mlflow_experiment: flat_pipeline_{env}), so "
                 f"that its artifacts and MLflow runs never mix with another environment's. Nothing was run."
             )
+    base = _globals(conf / "base")
     seen: dict[tuple[str, Any], str] = {}
-    for folder in sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "local"):
+    for folder in sorted(p for p in conf.iterdir() if p.is_dir()):
         for key, value in _globals(folder).items():
-            if key in STATE_GLOBALS:
-                other = seen.setdefault((key, value), folder.name)
-                if other != folder.name:
-                    raise PreflightError(
-                        f"environments '{other}' and '{folder.name}' share {key} {value!r} "
-                        f"({conf / folder.name / 'globals.yml'}); give each its own. Nothing was run."
-                    )
+            if key not in STATE_GLOBALS:
+                continue
+            if folder.name == "local" and _same(key, value, base.get(key)):
+                continue  # local keeps base's state, as `kedro run` does by default
+            other = seen.setdefault((key, _same_key(key, value)), folder.name)
+            if other != folder.name:
+                raise PreflightError(
+                    f"environments '{other}' and '{folder.name}' share {key} {value!r} "
+                    f"({conf / folder.name / 'globals.yml'}); give each its own. Nothing was run."
+                )
+
+
+def _same_key(key: str, value: Any) -> Any:
+    """A data root as the folder it names (`data/tofu/` and `./data/tofu` are one)."""
+    return os.path.normpath(str(value)) if key == "data_root" and isinstance(value, str) else value
+
+
+def _same(key: str, value: Any, other: Any) -> bool:
+    return _same_key(key, value) == _same_key(key, other)
 
 
 def _globals(folder: Path) -> dict[str, Any]:
