@@ -201,6 +201,26 @@ def _warn_misaligned(prompt: PromptFormat, question: str) -> None:
         )
 
 
+class PromptTooLong(ValueError):
+    """A prompt that leaves no room for an answer within `max_length` tokens."""
+
+    def __init__(self, prompt_length: int, max_length: int, message: str | None = None) -> None:
+        self.prompt_length, self.max_length = prompt_length, max_length
+        super().__init__(
+            message or f"max_length={max_length} leaves no room for the answer after a {prompt_length}-token prompt"
+        )
+
+    def naming(self, where: str, question: str | None, parameter: str) -> PromptTooLong:
+        """The same problem, naming the item (`where`: split and row) and the parameter to raise."""
+        return PromptTooLong(
+            self.prompt_length,
+            self.max_length,
+            f"{where}: the prompt of {str(question)[:80]!r} is {self.prompt_length} tokens, which leaves no room for "
+            f"an answer within {parameter}={self.max_length}; raise {parameter} to at least {self.prompt_length + 2} "
+            f"(the model's max_position_embeddings is the ceiling), or shorten the question",
+        )
+
+
 def encode_example(
     tokenizer: Any,
     answer: str,
@@ -236,9 +256,7 @@ def encode_example(
     if max_length is not None and len(ids) > max_length:
         keep = max_length - prompt_length - 1
         if keep < 1:
-            raise ValueError(
-                f"max_length={max_length} leaves no room for the answer after a {prompt_length}-token prompt"
-            )
+            raise PromptTooLong(prompt_length, max_length)
         target = [*target[:keep], eos]
     return Encoded(
         input_ids=ids[:prompt_length] + target,

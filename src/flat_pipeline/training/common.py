@@ -65,6 +65,16 @@ def check_optimizer_settings(config: Any, block: str, with_min_lr: bool = False)
     check_number(f"{block}.seed", config.seed, minimum=0, below=2**32, integer=True)  # numpy's seed range
 
 
+def check_max_length(model: Any, max_length: int, parameter: str) -> None:
+    """A `max_length` the model can take: at most its positions (`max_position_embeddings`), where it says."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ParameterError(
+            f"parameter {parameter}: {max_length} is more tokens than the model has positions ({positions}, "
+            f"max_position_embeddings in its config.json); set it to at most {positions}"
+        )
+
+
 def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
     """`TrainingArguments` from a config: its optimiser and schedule fields (our callback streams the curves)."""
     from transformers import TrainingArguments

@@ -23,11 +23,12 @@ from flat_pipeline.launch import run as run_launched
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.models.lora import LoraSettings, add_lora, finish_lora
 from flat_pipeline.models.portable import make_portable
-from flat_pipeline.prompts import IGNORE_INDEX, PromptFormat, encode_example
+from flat_pipeline.prompts import IGNORE_INDEX, PromptFormat, PromptTooLong, encode_example
 from flat_pipeline.scoring import answer_logits, score_answers
 from flat_pipeline.training.checkpoints import owned_output_dir
 from flat_pipeline.training.common import (
     History,
+    check_max_length,
     check_optimizer_settings,
     checkpointing,
     history_from_log,
@@ -120,11 +121,15 @@ def _arguments(config: FinetuneConfig, output_dir: str) -> Any:
 def tokenize_rows(rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None) -> Dataset:
     """`input_ids`, `labels` and `length` for rows holding `answer` and `question` (None for raw text)."""
 
-    def encode(row: dict[str, Any]) -> dict[str, Any]:
-        encoded = encode_example(tokenizer, row["answer"], row["question"], prompt, max_length)
+    def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
+        try:
+            encoded = encode_example(tokenizer, row["answer"], row["question"], prompt, max_length)
+        except PromptTooLong as error:
+            where = f"training set, row {index}"
+            raise error.naming(where, row["question"], f"{TRAINING_BLOCK}.max_length") from None
         return {"input_ids": encoded.input_ids, "labels": encoded.labels, "length": len(encoded.input_ids)}
 
-    return rows.map(encode, remove_columns=rows.column_names, desc="tokenising")
+    return rows.map(encode, with_indices=True, remove_columns=rows.column_names, desc="tokenising")
 
 
 def exact_match_rate(bundle: ModelBundle, rows: Dataset, prompt: PromptFormat, max_length: int | None = None) -> float:
@@ -208,6 +213,7 @@ def _finetune_here(
     bundle: ModelBundle, train_rows: Dataset, config: FinetuneConfig, prompt: PromptFormat, *, save_to: str | None,
     lora: LoraSettings, track_as: str | None,
 ) -> tuple[ModelBundle, History]:  # fmt: skip
+    check_max_length(bundle.model, config.max_length, f"{TRAINING_BLOCK}.max_length")
     train_set = tokenize_rows(train_rows, bundle.tokenizer, prompt, config.max_length)
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
     # only a training that keeps checkpoints compares fingerprints (the start model's files are read for it)

@@ -27,11 +27,12 @@ from flat_pipeline.losses import DIVERGENCES, SCORES
 from flat_pipeline.models.loading import ModelBundle
 from flat_pipeline.models.lora import AdapterDisabled, LoraSettings, add_lora, finish_lora
 from flat_pipeline.models.portable import make_portable
-from flat_pipeline.prompts import PromptFormat, encode_example
+from flat_pipeline.prompts import PromptFormat, PromptTooLong, encode_example
 from flat_pipeline.templates import PAIRINGS, pick_template
 from flat_pipeline.training.checkpoints import owned_output_dir
 from flat_pipeline.training.common import (
     History,
+    check_max_length,
     check_optimizer_settings,
     checkpointing,
     history_from_log,
@@ -184,18 +185,23 @@ class UnlearnCollator:
 
 
 def tokenize_forget(
-    rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None, with_templates: bool = True
-) -> Dataset:
-    """Token ids of each forget item's forget answer and (for methods that use them) of its template candidates."""
+    rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None, with_templates: bool = True,
+    *, parameter: str = "unlearn.max_length",
+) -> Dataset:  # fmt: skip
+    """Token ids of each forget item's forget answer and (for methods that use them) of its template candidates.
+    `parameter` names `max_length` in the message about a prompt too long for it."""
 
     def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
-        forget = encode_example(tokenizer, row["forget_answer"], row["prompt"], prompt, max_length)
-        encoded: dict[str, Any] = {"index": index, "forget_input_ids": forget.input_ids, "forget_labels": forget.labels}
-        if with_templates:
+        try:
+            forget = encode_example(tokenizer, row["forget_answer"], row["prompt"], prompt, max_length)
             templates = [
                 encode_example(tokenizer, answer, row["prompt"], prompt, max_length)
-                for answer in row["template_answers"]
+                for answer in (row["template_answers"] if with_templates else [])
             ]
+        except PromptTooLong as error:
+            raise error.naming(f"forget set, row {index}", row["prompt"], parameter) from None
+        encoded: dict[str, Any] = {"index": index, "forget_input_ids": forget.input_ids, "forget_labels": forget.labels}
+        if with_templates:
             encoded["template_input_ids"] = [t.input_ids for t in templates]
             encoded["template_labels"] = [t.labels for t in templates]
         return encoded
@@ -203,15 +209,20 @@ def tokenize_forget(
     return rows.map(encode, with_indices=True, remove_columns=rows.column_names, desc="tokenising forget set")
 
 
-def tokenize_retain(rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None) -> Dataset:
+def tokenize_retain(
+    rows: Dataset, tokenizer: Any, prompt: PromptFormat, max_length: int | None, parameter: str = "unlearn.max_length"
+) -> Dataset:
     """Token ids of retain QA pairs (rows with `question` and `answer`) or raw texts (rows with `text`)."""
 
-    def encode(row: dict[str, Any]) -> dict[str, Any]:
+    def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
         question, answer = (row["question"], row["answer"]) if "question" in row else (None, row["text"])
-        encoded = encode_example(tokenizer, answer, question, prompt, max_length)
+        try:
+            encoded = encode_example(tokenizer, answer, question, prompt, max_length)
+        except PromptTooLong as error:
+            raise error.naming(f"retain set, row {index}", question, parameter) from None
         return {"input_ids": encoded.input_ids, "labels": encoded.labels}
 
-    return rows.map(encode, remove_columns=rows.column_names, desc="tokenising retain set")
+    return rows.map(encode, with_indices=True, remove_columns=rows.column_names, desc="tokenising retain set")
 
 
 def frozen_reference(model: Any) -> Any:
@@ -357,8 +368,14 @@ def _unlearn_here(
             f"adapter is loaded onto it later); use 'merged'"
         )
     tokenizer = bundle.tokenizer
-    train_set = tokenize_forget(forget_templates, tokenizer, prompt, config.max_length, spec.needs_templates)
-    retain = tokenize_retain(retain_rows, tokenizer, prompt, config.max_length) if spec.needs_retain else None
+    check_max_length(bundle.model, config.max_length, f"{config.block}.max_length")
+    parameter = f"{config.block}.max_length"
+    train_set = tokenize_forget(
+        forget_templates, tokenizer, prompt, config.max_length, spec.needs_templates, parameter=parameter
+    )
+    retain = (
+        tokenize_retain(retain_rows, tokenizer, prompt, config.max_length, parameter) if spec.needs_retain else None
+    )
     settings = {**asdict(config), "lora": asdict(lora) if lora.enabled else None}
     # only a training that keeps checkpoints compares fingerprints (the start model's files are read for it)
     current = {}
