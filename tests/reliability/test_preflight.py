@@ -6,7 +6,7 @@ import pytest
 from kedro.framework.session import KedroSession
 
 from flat_pipeline.config import ParameterError
-from flat_pipeline.hooks.preflight import PreflightError, check_environment_state
+from flat_pipeline.hooks.preflight import PreflightError, check_environment_state, check_writable
 from tests.kedro_runs import run_session
 
 
@@ -126,3 +126,26 @@ def test_templates_from_the_base_model_need_a_saved_one_or_the_run_that_makes_it
     assert not (project / "data/test/05_model_input/forget_templates").exists()
     run_session(project, ["templates"])  # idk: the base model folder is read as None and not needed
     assert (project / "data/test/05_model_input/forget_templates").is_dir()
+
+
+def test_a_destination_the_run_cannot_write_stops_it_before_any_node(project):
+    """The data root under a file (a read-only mount behaves alike; chmod does not stop root, who runs CI): refused
+    before the first node, naming the datasets and the folder, not after the training (issue 25)."""
+    (project / "blocker").write_text("a file where a folder should be\n")
+    (project / "conf" / "test" / "globals.yml").write_text(
+        "data_root: blocker/data\nmlflow_experiment: flat_pipeline_test\n"
+    )
+    with pytest.raises(PreflightError, match=r"this run cannot write \d+ of its destinations; nothing was run:\n  - "
+                       r"(.|\n)*benchmark_splits(.|\n)*blocker is a file, not a folder"):  # fmt: skip
+        run_session(project, ["data_prep"], env="test")
+    assert written_files(project) == [] and len(mlflow_runs(project)) == 0
+
+
+def test_an_mlflow_store_the_run_cannot_write_is_named(tmp_path):
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline
+
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(PreflightError, match=r"  - the MLflow store: .*mlflow.db: .*blocker is a file, not a folder"):
+        check_writable(Pipeline([]), DataCatalog(), tracking_uri=f"sqlite:///{tmp_path / 'blocker' / 'mlflow.db'}")
+    check_writable(Pipeline([]), DataCatalog(), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -79,3 +79,18 @@ def test_only_missing_outputs_runs_keep_the_newest_version(tmp_path):
         catalog=catalog,
     )
     assert catalog.load("result") == {"value": "saved"}  # its node is skipped: nothing of this run to read
+
+
+def test_a_failed_run_says_which_of_its_versions_are_now_the_latest(tmp_path, caplog):
+    import logging
+
+    catalog, hook = _catalog(tmp_path, LATER), RunVersionsHook()
+    hook.before_pipeline_run(run_params={"run_id": LATER, "load_versions": {}}, pipeline=_writer(), catalog=catalog)
+    catalog.save("result", {"run": "failing"})
+    hook.after_dataset_saved(dataset_name="result")
+    with caplog.at_level(logging.ERROR, logger="flat_pipeline.hooks.run_versions"):
+        hook.on_pipeline_error(error=RuntimeError("the MLflow artifact store is read-only"))
+    assert (
+        f"this run failed (RuntimeError) after saving result ({LATER}): these are now the latest versions, which later "
+        "runs load. Run it again, or load the previous ones with --load-versions=<dataset>:<version>."
+    ) in caplog.messages

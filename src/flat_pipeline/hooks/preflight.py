@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class PreflightHook:
         ]
         check_parameters(params, also=also)
         check_saved_inputs(pipeline, catalog, env)
+        check_writable(pipeline, catalog)
 
 
 def check_environment_state(conf: Path, env: str) -> None:
@@ -198,6 +200,62 @@ def check_saved_inputs(pipeline: Pipeline, catalog: Any, env: str) -> None:
             f"this run loads {len(missing)} dataset(s) that no earlier run of environment '{env}' saved; nothing "
             f"was run:\n" + "\n".join(missing)
         )
+
+
+def check_writable(pipeline: Pipeline, catalog: Any, tracking_uri: str | None = None) -> None:
+    """Every local folder the run will write, checked by writing (and removing) a probe file before the first node:
+    the folders of the datasets the pipeline saves, and the MLflow store's (tracking URI, `tracking_uri` or the active
+    one). Otherwise a read-only folder fails the run after the training, the work lost."""
+    where: dict[Path, list[str]] = {}
+    for name in sorted(pipeline.all_outputs()):
+        filepath = getattr(catalog.get(name), "_filepath", None)
+        if filepath is not None and getattr(catalog.get(name), "_protocol", "file") in ("file", "local"):
+            where.setdefault(Path(str(filepath)), []).append(name)
+    for folder in mlflow_folders(tracking_uri):
+        where.setdefault(folder, []).append("the MLflow store")
+    problems = [f"  - {', '.join(names)}: {problem}" for path, names in where.items() if (problem := unwritable(path))]
+    if problems:
+        raise PreflightError(
+            f"this run cannot write {len(problems)} of its destinations; nothing was run:\n" + "\n".join(problems)
+        )
+
+
+def mlflow_folders(tracking_uri: str | None = None) -> list[Path]:
+    """The local folders MLflow writes to: the sqlite database's or the file store's, and `mlruns` (the default
+    artifact root beside a database); none for a server (it checks its own)."""
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        return [database, Path.cwd() / "mlruns"]
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return [Path(parsed.path if parsed.scheme else uri)]
+    return []
+
+
+def unwritable(path: Path) -> str | None:
+    """Why `path` (a file or folder to be written, existing or not) cannot be written, or None: a probe file is
+    created and removed in it (in its nearest existing folder if it does not exist yet)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_file():
+        if existing != path:
+            return f"{path}: {existing} is a file, not a folder"
+        if not os.access(existing, os.W_OK):
+            return f"{path} is read-only"
+        existing = existing.parent  # a file to be rewritten (MLflow's database): its folder too (journal files)
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        return f"{path}: {existing} is not writable ({error.strerror})"
+    return None
 
 
 def _read_optionally(dataset: str, pipeline: Pipeline) -> bool:

@@ -53,10 +53,37 @@ def pin_to_save_version(catalog: Any, names: list[str]) -> list[str]:
 
 
 class RunVersionsHook:
-    """Pins what a run writes to what it reads back (module docstring)."""
+    """Pins what a run writes to what it reads back (module docstring); a run that fails says which of its versions
+    it had already saved, as those are now the latest that later runs load."""
+
+    def __init__(self) -> None:
+        self._catalog: Any = None
+        self._saved: dict[str, str] = {}
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
+        if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+            self._saved[_base_name(dataset_name)] = dataset.resolve_save_version()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception) -> None:
+        if self._saved:
+            saved = ", ".join(f"{name} ({version})" for name, version in self._saved.items())
+            logger.error(
+                "this run failed (%s) after saving %s: these are now the latest versions, which later runs load. Run "
+                "it again, or load the previous ones with --load-versions=<dataset>:<version>.",
+                type(error).__name__, saved,
+            )  # fmt: skip
+        self._catalog, self._saved = None, {}
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._catalog, self._saved = None, {}
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        self._catalog, self._saved = catalog, {}
         if run_params.get("only_missing_outputs"):
             # nodes whose outputs exist are skipped, so an output may not be written by this run: Kedro's rules apply
             logger.warning("--only-missing-outputs: this run loads the newest version of what it writes")
