@@ -47,6 +47,7 @@ class PreflightHook:
         ]
         check_parameters(params, also=also)
         check_saved_inputs(pipeline, catalog, env)
+        check_model_pair(pipeline, catalog, run_params.get("load_versions") or {}, env)
         check_writable(pipeline, catalog)
 
 
@@ -200,6 +201,43 @@ def check_saved_inputs(pipeline: Pipeline, catalog: Any, env: str) -> None:
             f"this run loads {len(missing)} dataset(s) that no earlier run of environment '{env}' saved; nothing "
             f"was run:\n" + "\n".join(missing)
         )
+
+
+def check_model_pair(pipeline: Pipeline, catalog: Any, load_versions: dict[str, str], env: str) -> None:
+    """A run that reads both the original model (to unlearn or evaluate it) and the retain model (or the retain
+    reference made from it) reads a pair from one finetune run: the same version, as one run saves both. Otherwise
+    (a finetune killed between the two, or one role trained again alone) unlearning and forget_quality would compare
+    models of different recipes or data. Pinning either with --load-versions says the pair is meant."""
+    inputs = pipeline.inputs()
+    if "original_model" not in inputs or {"original_model", "retain_model"} & set(load_versions):
+        return
+    original = _saved_version(catalog, "original_model")
+    if "retain_model" in inputs:
+        retain, source = _saved_version(catalog, "retain_model"), "retain_model"
+    elif "retain_reference" in inputs and (reference := _loaded_if_saved(catalog, "retain_reference")):
+        retain, source = Path(str(reference.get("retain_model", ""))).parent.name, "retain_reference's retain_model"
+    else:
+        return
+    if original and retain and original != retain:
+        flag = "" if env == "local" else f" --env {env}"
+        raise PreflightError(
+            f"original_model version {original} and {source} version {retain} come from different finetune runs "
+            f"(one run saves both under one version): unlearning or evaluating them together would compare models of "
+            f"different recipes or data. Run `kedro run{flag} --pipelines finetune` again (then the evaluations), or "
+            f"pin the pair you mean: --load-versions=original_model:{original},retain_model:{retain}. Nothing was run."
+        )
+
+
+def _saved_version(catalog: Any, name: str) -> str | None:
+    dataset = catalog.get(name)
+    if not isinstance(dataset, AbstractVersionedDataset) or dataset._version is None or not dataset.exists():
+        return None
+    return dataset.resolve_load_version()
+
+
+def _loaded_if_saved(catalog: Any, name: str) -> dict[str, Any] | None:
+    dataset = catalog.get(name)
+    return dataset.load() if dataset is not None and dataset.exists() else None
 
 
 def check_writable(pipeline: Pipeline, catalog: Any, tracking_uri: str | None = None) -> None:
