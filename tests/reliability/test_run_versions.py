@@ -94,3 +94,24 @@ def test_a_failed_run_says_which_of_its_versions_are_now_the_latest(tmp_path, ca
         f"this run failed (RuntimeError) after saving result ({LATER}): these are now the latest versions, which later "
         "runs load. Run it again, or load the previous ones with --load-versions=<dataset>:<version>."
     ) in caplog.messages
+
+
+def test_unversioned_outputs_stay_unversioned(tmp_path):
+    """A dataset class that can version (kedro-mlflow's artifact datasets subclass the one they wrap) but is not
+    versioned is left alone: pinning it would make it versioned and refuse to save over its existing file."""
+    plain = {"type": "json.JSONDataset", "filepath": str(tmp_path / "plain.json")}
+    catalog = DataCatalog.from_config({"result": plain, "given": plain})
+    catalog.save("result", {"run": "earlier"})
+    writer = Pipeline([Node(lambda given: given, "given", "result", name="write_result")])
+    RunVersionsHook().before_pipeline_run(run_params={"run_id": LATER, "load_versions": {}}, pipeline=writer,
+                                          catalog=catalog)  # fmt: skip
+    catalog.save("result", {"run": "this one"})
+    assert (tmp_path / "plain.json").is_file() and catalog.load("result") == {"run": "this one"}
+
+
+def test_inputs_are_read_at_the_version_that_was_newest_when_the_run_started(tmp_path):
+    _catalog(tmp_path, EARLIER).save("given", {"value": "at start"})
+    run = _catalog(tmp_path, LATER)
+    _pin(run, LATER)
+    _catalog(tmp_path, "2026-12-07T06.00.09.000Z").save("given", {"value": "a concurrent run's, later"})
+    assert run.load("given") == {"value": "at start"}

@@ -80,3 +80,22 @@ def test_a_trial_whose_evaluation_raises_anything_fails_with_its_reason_and_the_
     assert [r["state"] for r in records] == ["FAIL", "COMPLETE"]
     assert records[0]["error"] == "OverflowError: math range error"
     assert [t["state"] for t in ran["trials"]] == ["FAIL", "COMPLETE"]
+
+
+def test_the_same_setup_error_three_trials_in_a_row_stops_the_worker_with_each_trial_failed(
+    tiny_model_dir, small_world, forget_templates, tmp_path
+):
+    def evaluate(bundle):
+        raise PermissionError(13, "Permission denied", "/shared/mlruns")
+
+    retain = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["retain90"]])
+    trial_data = TrialData(load_causal_lm(str(tiny_model_dir)), forget_templates, retain, PromptFormat(), evaluate)
+    config = TuneConfig(storage=str(tmp_path / "tune.journal"), n_trials=5, seeds=[])
+    message = (
+        r"^tune: 3 trials in a row failed with PermissionError \(each is failed in its study\), which no setting "
+        r"explains; stopping this worker\. The last one: \[Errno 13\]"
+    )
+    with pytest.raises(RuntimeError, match=message):
+        run_worker(trial_data, config, {"gentle": METHODS["gentle"]}, {"model_utility": 0.5})
+    records = trial_records(open_storage(config.storage), study_name(config, "gentle", "search"), 5)
+    assert [r["state"] for r in records] == ["FAIL"] * 3  # none left RUNNING for other workers to wait on

@@ -1,13 +1,14 @@
 """A run reads what it wrote: every versioned dataset a `kedro run` saves is loaded, later in that run, at the version
-that run saved, never at a newer one another run saved meanwhile.
+that run saved, never at a newer one another run saved meanwhile; and what it only reads, at the newest version when it
+started.
 
 Kedro gives every dataset of a run one save version (the session id, a timestamp), but loads a dataset without a
 pinned version at its newest version. Two runs started a few seconds apart in one project then mix: the first run's
 evaluation loads the second run's model if that one was saved first. Before the pipeline runs, this hook pins the
 load version of each versioned dataset the pipeline writes (with its transcoded views, e.g. `base_model@folder`
-beside `base_model@model`) to the run's save version, through the catalog's own versioned copies. Datasets the run
-only reads keep Kedro's rules: the newest version, or the one `--load-versions` names (also for an output: the user's
-pin wins).
+beside `base_model@model`) to the run's save version, through the catalog's own versioned copies, and of each dataset
+it only reads to the newest version saved when it starts. `--load-versions` wins over both. An input with no version
+yet when the run starts (an optional one, such as `retain_reference`) is looked up when it is loaded.
 """
 
 from __future__ import annotations
@@ -32,23 +33,43 @@ def written_datasets(pipeline: Pipeline, names: list[str]) -> list[str]:
     return [name for name in names if _base_name(name) in written]
 
 
+def _versioned(dataset: Any) -> bool:
+    """A dataset saved in versions: kedro-mlflow's artifact datasets subclass the dataset they wrap, versioned or not,
+    so the class alone does not say."""
+    return isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None
+
+
+def _pin(catalog: Any, name: str, version: str) -> None:
+    catalog_logger = logging.getLogger("kedro.io.data_catalog")
+    previous = catalog_logger.level
+    catalog_logger.setLevel(logging.ERROR)  # "Replacing dataset": the replacement is the same entry, pinned
+    try:
+        catalog[name] = catalog.get(name, version=Version(version, catalog.get(name).resolve_save_version()))
+    finally:
+        catalog_logger.setLevel(previous)
+
+
 def pin_to_save_version(catalog: Any, names: list[str]) -> list[str]:
     """Pin the load version of each versioned dataset among `names` to its save version (the run's); returns the
     names pinned."""
     pinned = []
-    catalog_logger = logging.getLogger("kedro.io.data_catalog")
     for name in names:
         dataset = catalog.get(name)
-        if not isinstance(dataset, AbstractVersionedDataset):
-            continue
-        save_version = dataset.resolve_save_version()
-        previous = catalog_logger.level
-        catalog_logger.setLevel(logging.ERROR)  # "Replacing dataset": the replacement is the same entry, pinned
-        try:
-            catalog[name] = catalog.get(name, version=Version(save_version, save_version))
-        finally:
-            catalog_logger.setLevel(previous)
-        pinned.append(name)
+        if _versioned(dataset):
+            _pin(catalog, name, dataset.resolve_save_version())
+            pinned.append(name)
+    return pinned
+
+
+def pin_to_latest(catalog: Any, names: list[str]) -> list[str]:
+    """Pin the load version of each versioned dataset among `names` that has a saved version to the newest one now,
+    so that a version another run saves while this one runs is not read; returns the names pinned."""
+    pinned = []
+    for name in names:
+        dataset = catalog.get(name)
+        if _versioned(dataset) and not dataset._version.load and dataset.exists():
+            _pin(catalog, name, dataset.resolve_load_version())
+            pinned.append(name)
     return pinned
 
 
@@ -63,7 +84,7 @@ class RunVersionsHook:
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
         dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
-        if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+        if _versioned(dataset):
             self._saved[_base_name(dataset_name)] = dataset.resolve_save_version()
 
     @hook_impl
@@ -90,7 +111,9 @@ class RunVersionsHook:
             return
         user_pinned = set(run_params.get("load_versions") or {})
         candidates = set(catalog.keys()) | set(pipeline.datasets())
-        names = [name for name in written_datasets(pipeline, sorted(candidates)) if name not in user_pinned]
-        pinned = pin_to_save_version(catalog, [name for name in names if name in catalog])
-        if pinned:
-            logger.debug("run %s reads back its own versions of %s", run_params.get("run_id"), ", ".join(pinned))
+        written = [name for name in written_datasets(pipeline, sorted(candidates)) if name not in user_pinned]
+        pinned = pin_to_save_version(catalog, [name for name in written if name in catalog])
+        read = sorted(name for name in pipeline.inputs() - set(written) - user_pinned if name in catalog)
+        pinned_inputs = pin_to_latest(catalog, read)
+        logger.debug("run %s reads back its own versions of %s and the versions of %s saved when it started",
+                     run_params.get("run_id"), pinned, pinned_inputs)  # fmt: skip

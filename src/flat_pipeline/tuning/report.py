@@ -142,8 +142,8 @@ def tuned_markdown(
         + ("the Pareto front of each method's trials (no seed re-runs)." if rule.mode == "pareto" else
            f"then the best setting re-run with unlearn.seed = {seeds} (data order, template pairing): "
            f"cells are mean ± standard deviation over those re-runs, not over the search trial it was picked on."),
-        "- `trials`: search trials run, `failed`: diverged, collapsed or wrecked, `above floor`: trials that met the "
-        "floor; a method marked ▼ met it with no trial and shows the one nearest to it.",
+        "- `trials`: search trials run, `failed`: raised an error (diverged, collapsed, wrecked, or another), `above "
+        "floor`: trials that met the floor; a method marked ▼ met it with no trial and shows the one nearest to it.",
         "",
         "| method | setting | trials | failed | above floor | " + " | ".join(columns) + " |",
         "|" + "---|" * (5 + len(columns)),

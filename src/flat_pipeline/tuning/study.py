@@ -164,6 +164,7 @@ def run_worker(
         dimensions, run = config.dimensions(method), partial(_run_trial, data, config, method, params, floor=floor)
         while (trial := _next_trial(study, config.n_trials)) is not None:
             ran.append(run(study, trial, {name: dim.suggest(trial) for name, dim in dimensions.items()}, SEARCH))
+            _stop_if_the_setup_fails(ran)
     if rule.mode == "constrained" and config.seeds:
         for method, params in method_params.items():
             best = _best_search_trial(storage, config, method, floor)
@@ -174,7 +175,9 @@ def run_worker(
             run = partial(_run_trial, data, config, method, params, floor=floor)
             while (trial := _next_trial(study, len(config.seeds))) is not None:
                 ran.append(run(study, trial, {**best["drawn"], "seed": config.seeds[trial.number]}, SEEDS))
-    return {"worker": me, "storage": config.storage, "study_name": config.study_name, "trials": ran}
+                _stop_if_the_setup_fails(ran)
+    trials = [{k: v for k, v in t.items() if k != "failure"} for t in ran]
+    return {"worker": me, "storage": config.storage, "study_name": config.study_name, "trials": trials}
 
 
 def study_name(config: TuneConfig, method: str, phase: str) -> str:
@@ -270,11 +273,12 @@ def _run_trial(  # noqa: PLR0917 (bound by partial per method, then called with 
     logger.info("tune %s: %s", label, ", ".join(f"{k}={v}" for k, v in drawn.items()) or "defaults")
     tags = {"benchmark_method": method, "method": method_label(settings), "tune_study": study.study_name,
             "tune_phase": phase, "tune_trial": str(trial.number), "seed": str(settings.get("seed"))}  # fmt: skip
-    state, values, metrics = TrialState.FAIL, None, {}
+    state, values, metrics, failure = TrialState.FAIL, None, {}, None
     with _nested_run(f"{label} @{study.study_name}", tags) as run_id:
         trial.set_user_attr("mlflow_run_id", run_id)
         _log(params=flatten(settings, "unlearn"))
-        unlearn_config = UnlearnConfig.from_params(dict(settings), f"tune.{method}")
+        # no checkpoints: trials are short, and every trial (of every worker) would share unlearn.output_dir
+        unlearn_config = UnlearnConfig.from_params({**settings, "output_dir": None}, f"tune.{method}")
         bundle = ModelBundle(copy.deepcopy(data.start.model), data.start.tokenizer, data.start.source)
         try:
             trained, _ = unlearn(bundle, data.forget_templates, unlearn_config, data.prompt,
@@ -293,7 +297,7 @@ def _run_trial(  # noqa: PLR0917 (bound by partial per method, then called with 
             # stall every worker waiting for it)
             logger.warning("tune %s failed: %s: %s", label, type(error).__name__, error)
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
-            metrics = {}
+            metrics, failure = {}, error
         else:
             _log(metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
             if config.keep_models:
@@ -314,7 +318,28 @@ def _run_trial(  # noqa: PLR0917 (bound by partial per method, then called with 
         study.tell(trial, values, state=state)
     logger.info("tune %s: %s in %.0f s%s", label, state.name, seconds,
                 "".join(f", {m}={metrics[m]:.4g}" for m in rule.metrics if m in metrics))  # fmt: skip
-    return {"method": method, "phase": phase, "number": trial.number, "state": state.name, "seconds": seconds}
+    ran = {"method": method, "phase": phase, "number": trial.number, "state": state.name, "seconds": seconds}
+    return {**ran, "failure": failure} if failure is not None else ran
+
+
+# A setting can make a training fail (diverge, collapse, wreck the model): that trial fails, the worker goes on. The
+# same other error trial after trial is the setup's (a folder another worker holds, out of memory, a bug): the worker
+# stops after this many in a row, each trial failed in the study, rather than spend the budget failing.
+SETUP_FAILURES_IN_A_ROW = 3
+SETTING_FAILURES = ("FloatingPointError", "TrainingError")
+
+
+def _stop_if_the_setup_fails(ran: list[dict[str, Any]]) -> None:
+    last = ran[-SETUP_FAILURES_IN_A_ROW:]
+    failures = [t.get("failure") for t in last]
+    kinds = {type(f).__name__ for f in failures if f is not None}
+    if len(last) == SETUP_FAILURES_IN_A_ROW and None not in failures and len(kinds) == 1:
+        (kind,) = kinds
+        if kind not in SETTING_FAILURES:
+            raise RuntimeError(
+                f"tune: {SETUP_FAILURES_IN_A_ROW} trials in a row failed with {kind} (each is failed in its study), "
+                f"which no setting explains; stopping this worker. The last one: {failures[-1]}"
+            ) from failures[-1]
 
 
 @contextmanager
