@@ -11,7 +11,15 @@ from pathlib import Path
 
 
 def current_umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    """The process's umask: from /proc on Linux; elsewhere by setting it and putting it straight back (a moment in
+    which another thread's new file would get 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

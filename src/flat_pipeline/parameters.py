@@ -10,6 +10,7 @@ listed here. Every environment's parameters pass this check (tests/test_paramete
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -39,22 +40,25 @@ class Problems(list[str]):
         return True
 
 
-def every_problem(build: Callable[[Mapping[str, Any]], Any], block: Mapping[str, Any]) -> list[str]:
-    """Every problem of a block that a config class checks (its constructor stops at the first one): the block is
-    built whole, then, if that fails, each of its settings alone over the defaults. A problem that only a combination
-    of settings has is the whole block's first one."""
-    try:
-        build(block)
-        return []
-    except ValueError as whole:
-        found: list[str] = []
-        for key, value in block.items():
-            try:
-                build({key: value})
-            except ValueError as alone:
-                if str(alone) not in found:
-                    found.append(str(alone))
-        return found if found else [str(whole)]
+def every_problem(build: Callable[[Mapping[str, Any]], Any], block: Any, name: str) -> list[str]:
+    """Every problem of a block that a config class checks, whose constructor stops at the first one: build it, and
+    while it fails, record the problem and build it again without the setting the message names (`<name>.<key>`), so
+    a rule across settings (code_compat with score) is judged on the settings as given."""
+    if not isinstance(block, Mapping):
+        return [f"parameter {name}: expected a mapping of settings, got {block!r}"]
+    found: list[str] = []
+    remaining = dict(block)
+    for _ in range(len(block) + 1):
+        try:
+            build(remaining)
+            return found
+        except ValueError as error:
+            found.append(str(error))
+            named = re.match(rf"parameter {re.escape(name)}\.(\w+)", str(error))
+            if not named or named.group(1) not in remaining:
+                return found  # a problem of no one setting of the block: the others cannot be told apart from it
+            del remaining[named.group(1)]
+    return found
 
 
 def _keyword_names(function: Callable[..., Any], *excluded: str) -> list[str]:
@@ -173,7 +177,7 @@ def _check_finetune(block: Block, params: Block, problems: Problems) -> None:
         check_number("finetune.num_threads", block.get("num_threads"), minimum=1, integer=True, optional=True)
     with problems.catch():
         min_train_exact_match(block)  # the finetune's own range check
-    problems.extend(every_problem(FinetuneConfig.from_params, block.get("training") or {}))
+    problems.extend(every_problem(FinetuneConfig.from_params, block.get("training") or {}, "finetune.training"))
     with problems.catch():
         LoraSettings.from_params(block.get("lora"), "finetune")
     with problems.catch():
@@ -193,7 +197,7 @@ def _check_unlearn(block: Block, params: Block, problems: Problems) -> None:
         problems.append(f"parameter unlearn: expected a mapping of settings, got {block!r}")
         return
     # unknown keys and ranges: UnlearnConfig's own checks, every one of them
-    problems.extend(every_problem(lambda settings: unlearn_config(settings, params), block))
+    problems.extend(every_problem(lambda settings: unlearn_config(settings, params), block, "unlearn"))
 
 
 def _check_evaluate(block: Block, params: Block, problems: Problems) -> None:
@@ -348,6 +352,7 @@ def _check_tune(block: Block, params: Block, problems: Problems) -> None:
                 f"parameter tune.space.methods.{stray[0]}: not a method of benchmark.methods{nearest(stray[0], known)}"
             )
         # the methods inherit `unlearn`: a problem there is reported once, under unlearn, not again for each method
+        # (their spaces are then checked once unlearn is right)
         unlearn = params.get("unlearn") or {}
         if not _problems_of(lambda: unlearn_config(unlearn, params)):
             pairing = (params.get("templates") or {}).get("pairing")

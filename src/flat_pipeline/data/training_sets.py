@@ -51,7 +51,9 @@ def corpus_rows(splits: Mapping[str, Dataset]) -> Iterator[dict[str, str | None]
 def _item_keys(split: Dataset) -> tuple[set[str], set[str]]:
     """Authors (where rows name one) and normalised questions of a split: what marks its items in other splits."""
     authors = set(split["author"]) if "author" in split.column_names else set()
-    questions = {item_key(q) for q in split["question"]} if "question" in split.column_names else set()
+    questions = (
+        {item_key(q) for q in split["question"] if isinstance(q, str)} if "question" in split.column_names else set()
+    )
     return authors, questions
 
 
