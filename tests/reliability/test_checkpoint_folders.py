@@ -102,3 +102,16 @@ def test_only_incomplete_checkpoints_stop_the_resume_saying_what_to_do(tmp_path)
         checkpoint_to_resume(str(tmp_path), True, CURRENT, "unlearn")
     assert checkpoint_to_resume(str(tmp_path), False, CURRENT, "unlearn") is None
     assert not (tmp_path / "checkpoint-5").exists()
+
+
+def test_a_lock_whose_process_id_was_given_to_another_process_is_taken_over(tmp_path, caplog):
+    """After a reboot or in a container, the dead holder's id may belong to a live process (here: this one)."""
+    from flat_pipeline.processes import start_time
+
+    reused = {"host": socket.gethostname(), "pid": os.getpid(), "process_started": start_time() - 3600.0,
+              "started": "an hour ago"}  # fmt: skip
+    (tmp_path / LOCK_FILE).write_text(json.dumps(reused))
+    with caplog.at_level(logging.WARNING), owned_output_dir(str(tmp_path), "unlearn"):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["process_started"] == start_time()
+    assert "taking over the lock of a training that is gone" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the stale lock renamed aside and removed, ours released

@@ -28,11 +28,13 @@ from types import FrameType
 from typing import Any
 
 import mlflow
-import psutil
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
+
+from flat_pipeline.processes import process_is_alive
+from flat_pipeline.processes import start_time as process_start_time
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ FAILED = RunStatus.to_string(RunStatus.FAILED)
 
 # The signals that end a run as KILLED. SIGKILL cannot be caught: the next start marks such a run FAILED.
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# psutil derives a start time from boot time and clock ticks; allow for rounding, far below any pid reuse delay.
-START_TIME_TOLERANCE_S = 1.0
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -57,22 +57,8 @@ def process_tags() -> dict[str, str]:
     return {
         PROCESS_HOST_TAG: socket.gethostname(),
         PROCESS_ID_TAG: str(os.getpid()),
-        PROCESS_START_TIME_TAG: repr(psutil.Process().create_time()),
+        PROCESS_START_TIME_TAG: repr(process_start_time()),
     }
-
-
-def process_is_alive(pid: int, start_time: float | None) -> bool:
-    """Whether the process `pid` of this host still runs and, when `start_time` is known, is the one started then."""
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
-            return False
-        created = process.create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # someone else's live process: it exists
-        return True
-    return start_time is None or abs(created - start_time) < START_TIME_TOLERANCE_S
 
 
 def fail_runs_of_dead_processes(host: str) -> list[str]:

@@ -3,7 +3,8 @@
 - **Ownership.** A training that keeps checkpoints holds `output_dir/.training.lock` (host, pid, start time) from
   before it writes its fingerprint until it ends. A second training on the same folder is refused, naming the holder:
   otherwise its fingerprint replaces the first one's beside the first one's checkpoints, and a later resume continues
-  the wrong training. A lock left by a process that no longer runs on this host is taken over, with a log line.
+  the wrong training. A lock left by a process that no longer runs on this host (its id gone, or given to a process
+  started later) is taken over, with a log line.
 - **Whole checkpoints.** The Trainer writes a checkpoint file by file, `trainer_state.json` last; a training killed
   while writing leaves a folder without it (or with it cut short). Resume takes the newest checkpoint that has its
   weights and a readable `trainer_state.json`, and skips newer incomplete ones with a warning.
@@ -15,13 +16,14 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from flat_pipeline.processes import process_is_alive, start_time
 from flat_pipeline.training.common import is_main_process
 
 logger = logging.getLogger(__name__)
@@ -39,39 +41,44 @@ class OutputDirBusy(RuntimeError):
 def _holder(lock: Path) -> dict[str, object] | None:
     try:
         return json.loads(lock.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):  # gone, unreadable, or being written
         return None
 
 
 def _process_gone(holder: dict[str, object]) -> bool:
-    """True when the lock's process is known to have ended: same host, no such pid. A process on another host
-    cannot be checked, and counts as running."""
+    """True when the lock's process is known to have ended: same host, and no process with that id started then (an
+    id the system has given to a new process since counts as gone). A process on another host cannot be checked,
+    and counts as running."""
     if holder.get("host") != socket.gethostname():
         return False
     try:
-        os.kill(int(holder.get("pid", -1)), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, OverflowError):
+        pid = int(holder.get("pid", -1))
+        started = holder.get("process_started")
+        return not process_is_alive(pid, float(started) if started is not None else None)
+    except (TypeError, ValueError):
         return False
-    return False
 
 
-def _write_lock(lock: Path, mine: dict[str, object], *, replace: bool) -> bool:
-    """Write the lock: created only if absent (`replace` false: atomic O_EXCL), or replacing a stale one."""
-    if not replace:
-        try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(handle, "w") as file:
-            json.dump(mine, file)
-        return True
-    handle, temporary = tempfile.mkstemp(dir=lock.parent, prefix=f"{LOCK_FILE}.")
+def _create(lock: Path, mine: dict[str, object]) -> bool:
+    """Create the lock file if there is none (O_EXCL: of two creators, one wins); whether this process did."""
+    try:
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask then applies
+    except FileExistsError:
+        return False
     with os.fdopen(handle, "w") as file:
         json.dump(mine, file)
-    os.replace(temporary, lock)
-    return _holder(lock) == mine  # two takers of one stale lock: the last replace wins, the other sees it
+    return True
+
+
+def _take_over(lock: Path, mine: dict[str, object]) -> bool:
+    """Replace a stale lock: rename it aside (of two takers, one renames it, the other finds it gone), then create."""
+    aside = lock.with_name(f"{LOCK_FILE}.stale-{secrets.token_hex(4)}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return False
+    aside.unlink(missing_ok=True)
+    return _create(lock, mine)
 
 
 @contextmanager
@@ -84,8 +91,11 @@ def owned_output_dir(output_dir: str | None, block: str) -> Iterator[None]:
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
-    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    taken = _write_lock(lock, mine, replace=False)
+    mine = {
+        "host": socket.gethostname(), "pid": os.getpid(), "process_started": start_time(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+    taken = _create(lock, mine)
     if not taken:
         holder = _holder(lock)
         if holder is not None and _process_gone(holder):
@@ -93,7 +103,7 @@ def owned_output_dir(output_dir: str | None, block: str) -> Iterator[None]:
                 "%s.output_dir %s: taking over the lock of a training that is gone (host %s, pid %s, started %s)",
                 block, folder, holder.get("host"), holder.get("pid"), holder.get("started"),
             )  # fmt: skip
-            taken = _write_lock(lock, mine, replace=True)
+            taken = _take_over(lock, mine)
         if not taken:
             holder = _holder(lock) or {}
             raise OutputDirBusy(
