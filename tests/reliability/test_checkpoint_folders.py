@@ -115,3 +115,13 @@ def test_a_lock_whose_process_id_was_given_to_another_process_is_taken_over(tmp_
         assert json.loads((tmp_path / LOCK_FILE).read_text())["process_started"] == start_time()
     assert "taking over the lock of a training that is gone" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # the stale lock renamed aside and removed, ours released
+
+
+def test_another_trainings_folder_keeps_its_incomplete_checkpoints_when_refused(tmp_path):
+    _fingerprinted(tmp_path)
+    whole_checkpoint(tmp_path / "checkpoint-5")
+    (tmp_path / "checkpoint-10").mkdir()
+    other = {**CURRENT, "training_data": "sha256:b"}
+    with pytest.raises(CheckpointMismatch, match="holds checkpoint-5 of another training"):
+        checkpoint_to_resume(str(tmp_path), True, other, "unlearn")
+    assert (tmp_path / "checkpoint-10").is_dir()  # not this run's to delete

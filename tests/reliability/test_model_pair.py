@@ -49,8 +49,9 @@ def test_an_original_and_a_retain_model_of_different_finetune_runs_are_refused_u
     message = (
         rf"^original_model version {KILLED} and retain_reference's retain_model version {finished} come from "
         r"different finetune runs \(one run saves both under one version\)(.|\n)*Run `kedro run --env test --pipelines "
-        rf"finetune` again \(then the evaluations\), or pin the pair you mean: --load-versions=original_model:{KILLED},"
-        rf"retain_model:{finished}\. Nothing was run\.$"
+        rf"finetune` again \(then the evaluations\); or take the original model of that retain model's run, "
+        rf"--load-versions=original_model:{finished}; or say this pair is meant, "
+        rf"--load-versions=original_model:{KILLED}\. Nothing was run\.$"
     )
     with pytest.raises(PreflightError, match=message):
         run_session(project, ["unlearn", "evaluate_unlearned"])

@@ -1,6 +1,7 @@
 """Checks that run before any node, so that a bad run stops in seconds with nothing written and no MLflow run opened:
-the environment keeps state of its own, every parameter is known and in range, and every saved input the run loads
-but does not make exists."""
+the environment keeps state of its own, every parameter is known and in range, every saved input the run loads but
+does not make exists, the original and retain models it reads together come from one finetune run, and every local
+folder it writes to (and the MLflow store) can be written."""
 
 from __future__ import annotations
 
@@ -223,8 +224,9 @@ def check_model_pair(pipeline: Pipeline, catalog: Any, load_versions: dict[str, 
         raise PreflightError(
             f"original_model version {original} and {source} version {retain} come from different finetune runs "
             f"(one run saves both under one version): unlearning or evaluating them together would compare models of "
-            f"different recipes or data. Run `kedro run{flag} --pipelines finetune` again (then the evaluations), or "
-            f"pin the pair you mean: --load-versions=original_model:{original},retain_model:{retain}. Nothing was run."
+            f"different recipes or data. Run `kedro run{flag} --pipelines finetune` again (then the evaluations); or "
+            f"take the original model of that retain model's run, --load-versions=original_model:{retain}; or say "
+            f"this pair is meant, --load-versions=original_model:{original}. Nothing was run."
         )
 
 

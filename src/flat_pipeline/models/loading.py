@@ -96,10 +96,11 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    for location in dict.fromkeys([name_or_path, tokenizer_name_or_path or name_or_path]):
-        problem = model_location_problem(location)
-        if problem:
-            raise FileNotFoundError(f"could not load a model: {problem}")
+    if problem := model_location_problem(name_or_path):
+        raise FileNotFoundError(f"could not load a model: {problem}")
+    if tokenizer_name_or_path and (problem := model_location_problem(tokenizer_name_or_path)):
+        named = f" ({tokenizer_parameter})" if tokenizer_parameter else ""
+        raise FileNotFoundError(f"could not load the tokenizer{named}: {problem}")
     adapter_config = Path(name_or_path) / "adapter_config.json"
     if adapter_config.is_file():
         from flat_pipeline.models.lora import load_adapter

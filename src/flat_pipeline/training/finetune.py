@@ -166,7 +166,8 @@ def _trainer_class() -> type:
                 loss = summed / num_items_in_batch
                 if self.args.average_tokens_across_devices:  # gradients are averaged over processes afterwards
                     loss = loss * self.accelerator.num_processes
-            self.stop_unless_finite_loss(loss)
+            # the guards read this micro-batch's mean token loss: `loss` is scaled for accumulation and processes
+            self.stop_unless_finite_loss(summed / (targets != IGNORE_INDEX).sum().clamp(min=1))
             return (loss, {"logits": logits}) if return_outputs else loss
 
     return FinetuneTrainer

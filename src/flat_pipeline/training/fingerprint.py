@@ -147,23 +147,18 @@ def checkpoint_to_resume(output_dir: str | None, resume: bool, current: dict[str
     if output_dir is None:
         return None
     folder = Path(output_dir)
-    found, incomplete = newest_complete_checkpoint(folder) if folder.is_dir() else (None, {})
-    checkpoint = str(found) if found else None
+    whole, incomplete = newest_complete_checkpoint(folder) if folder.is_dir() else (None, {})
+    checkpoint = str(whole) if whole else None
     advice = (
         f"Set {block}.output_dir to another folder, or {block}.resume=false to start over in {folder} (its "
         f"checkpoints are deleted)."
     )
-    if resume and incomplete:
-        described = ", ".join(f"{path.name} ({why})" for path, why in incomplete.items())
-        if checkpoint is None:
-            raise CheckpointMismatch(
-                f"{block}.output_dir {folder} holds no whole checkpoint to resume: {described}, as a training killed "
-                f"while writing it leaves them. {advice}"
-            )
-        logger.warning("%s.output_dir %s: skipping incomplete %s; resuming %s", block, folder, described, found.name)
-        if is_main_process():
-            for path in incomplete:
-                shutil.rmtree(path)
+    described = ", ".join(f"{path.name} ({why})" for path, why in incomplete.items())
+    if resume and incomplete and checkpoint is None:
+        raise CheckpointMismatch(
+            f"{block}.output_dir {folder} holds no whole checkpoint to resume: {described}, as a training killed "
+            f"while writing it leaves them. {advice}"
+        )
     if checkpoint and resume:
         stored = _read(folder / FINGERPRINT_FILE)
         if stored is None:
@@ -177,6 +172,12 @@ def checkpoint_to_resume(output_dir: str | None, resume: bool, current: dict[str
                 f"{block}.output_dir {folder} holds {Path(checkpoint).name} of another training; resuming it would "
                 f"continue that run. Differences (checkpoint -> this run): {'; '.join(found)}. {advice}"
             )
+        if incomplete:  # this training's own, cut short by a kill: written again once it resumes
+            logger.warning("%s.output_dir %s: skipping incomplete %s; resuming %s", block, folder, described,
+                           Path(checkpoint).name)  # fmt: skip
+            if is_main_process():
+                for path in incomplete:
+                    shutil.rmtree(path)
         return checkpoint
     if is_main_process():
         if checkpoint or incomplete:

@@ -43,6 +43,9 @@ WRECKED_SAMPLE_ROWS = 16  # forwards of one example each: their logits at the an
 DIVERGENCE_FACTOR = 1.0e4  # default of <block>.divergence_factor
 LOSS_LIMIT = 1.0e3  # default of <block>.loss_limit
 DIVERGENCE_MIN_HISTORY = 4  # steps seen before the growth check starts
+# The growth is measured from at least this median: a memorised finetune's loss or gradient norm of 1e-4 jumping to 1
+# on one batch is no divergence.
+DIVERGENCE_MEDIAN_FLOOR = 1.0e-2
 DIVERGENCE_WINDOW = 100  # the running median is over this many last values
 
 
@@ -106,10 +109,11 @@ class TrainingGuards:
         recent = self._recent[what]
         if len(recent) >= DIVERGENCE_MIN_HISTORY:
             median = statistics.median(recent)
-            if median > 0 and abs(value) > self.divergence_factor * median:
+            if abs(value) > self.divergence_factor * max(median, DIVERGENCE_MEDIAN_FLOOR):
                 raise FloatingPointError(
                     f"{self.job}: the training diverged {self._where()}: the {what} is {value:.4g}, "
-                    f"{abs(value) / median:.3g} times its running median {median:.4g} ({self.block}.divergence_factor "
+                    f"{abs(value) / max(median, DIVERGENCE_MEDIAN_FLOOR):.3g} times its running median {median:.4g} "
+                    f"({self.block}.divergence_factor "
                     f"= {self.divergence_factor:g}) at learning rate {self._learning_rate()}; {self._nothing_saved()}. "
                     f"{self.remedy}"
                 )
