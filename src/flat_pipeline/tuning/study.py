@@ -112,8 +112,13 @@ class TrialData:
     evaluate: Callable[[ModelBundle], dict[str, float]]  # the trial's metrics for an unlearned model
 
 
+class StorageError(RuntimeError):
+    """The tune storage cannot be read; the message names the file and the way out."""
+
+
 def open_storage(storage: str) -> Any:
-    """An Optuna storage: an RDB for a URL, a journal file for a path (its folder is created)."""
+    """An Optuna storage: an RDB for a URL, a journal file for a path (its folder is created, a record a killed
+    worker cut short is removed: `repair_journal`)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
@@ -122,7 +127,41 @@ def open_storage(storage: str) -> Any:
         kwargs = {"connect_args": {"timeout": 120}} if storage.startswith("sqlite") else {}
         return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    repair_journal(Path(storage))
     return optuna.storages.JournalStorage(JournalFileBackend(storage))
+
+
+def repair_journal(path: Path) -> None:
+    """A journal whose last record a killed worker cut short loses that partial record (Optuna's next append would
+    join its own record to it, and no worker could read the study again); a journal already broken that way is
+    refused, naming the file, the line and the way out. Done under the journal's own lock, so no live writer is cut."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        content = path.read_bytes()
+        complete = content.rfind(b"\n") + 1
+        if complete < len(content):
+            logger.warning("tune storage %s: removing a record cut short at its end (%d bytes, a worker killed while "
+                           "writing it)", path, len(content) - complete)  # fmt: skip
+            with path.open("r+b") as journal:
+                journal.truncate(complete)
+            content = content[:complete]
+        for number, line in enumerate(content.splitlines(), start=1):
+            try:
+                json.loads(line)
+            except ValueError:
+                raise StorageError(
+                    f"tune storage {path}: line {number} is not a whole record (a write cut short, then another "
+                    f"appended to it), so no worker can read the study. Way out: keep a copy of the file, delete that "
+                    f"line (sed -i '{number}d' {path}) and start the workers again; a trial it recorded is then re-run "
+                    f"or left unfinished. Or start over with a new tune.study_name or tune.storage."
+                ) from None
+    finally:
+        lock.release()
 
 
 def check_methods(config: TuneConfig, method_params: Mapping[str, Mapping[str, Any]]) -> None:
