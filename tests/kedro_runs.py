@@ -86,17 +86,20 @@ def benchmarked_project(default_run_project, tmp_path_factory):
     return target
 
 
-def run_session(project, pipelines, runtime_params=None, env="test"):
+def run_session(project, pipelines, runtime_params=None, env="test", load_versions=None):
     import mlflow
 
-    with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
-        session.run(pipeline_names=pipelines)
-    # kedro-mlflow finishes the run, but this thread's mlflow run stack keeps it; a second session in the same
-    # process would then reuse it. Each `kedro run` is its own process, so this only concerns in-process tests.
-    while mlflow.active_run():
-        mlflow.end_run()
-    # kedro-mlflow's hook (one instance per process) keeps the run's id and re-opens it before every node a runner
-    # runs, even a runner started without a pipeline run (a test's own), whose MLflow store has no such run
-    from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
+    try:
+        with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
+            session.run(pipeline_names=pipelines, load_versions=load_versions)
+    finally:
+        # kedro-mlflow finishes the run, but this thread's mlflow run stack keeps it; a second session in the same
+        # process would then reuse it (its tracking URI too). Each `kedro run` is its own process, so this only
+        # concerns in-process tests.
+        while mlflow.active_run():
+            mlflow.end_run()
+        # kedro-mlflow's hook (one instance per process) keeps the run's id and re-opens it before every node a
+        # runner runs, even a runner started without a pipeline run (a test's own), whose MLflow store has no such run
+        from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
 
-    mlflow_hook.run_id = None
+        mlflow_hook.run_id = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from kedro.framework.session import KedroSession
 from kedro.io import DataCatalog
 from kedro.pipeline import Node, Pipeline
 
@@ -57,5 +56,4 @@ def test_an_original_and_a_retain_model_of_different_finetune_runs_are_refused_u
         run_session(project, ["unlearn", "evaluate_unlearned"])
 
     # pinned: the user says which pair is meant, and the run goes ahead with it
-    with KedroSession.create(project_path=project, env="test") as session:
-        session.run(pipeline_names=["unlearn"], load_versions={"original_model": finished})
+    run_session(project, ["unlearn", "evaluate_unlearned"], load_versions={"original_model": finished})
