@@ -6,10 +6,11 @@ left-padded batches. The straightforward scorer runs every (question, candidate)
 full-vocabulary softmax at every position, and generates every answer alone. Both feed the same metric functions,
 so the numbers must agree (to 1e-5); the last line is the speedup of the whole suite.
 
-Model and data: the latest `original_model` and the default world from the catalog (run `kedro run` first), the
-retain model's pinned reference for forget_quality / privleak.
+Model and data: the latest `original_model` and the world of a Kedro environment from its catalog (run `kedro run`
+first; `--env smollm2` for SmolLM2-135M-Instruct in its chat template), the retain model's pinned reference for
+forget_quality / privleak. `--per-set N` evaluates the first N items of each set (both scorers the same ones).
 
-    .venv/bin/python benchmarks/bench_eval.py [--threads 2]
+    .venv/bin/python benchmarks/bench_eval.py [--threads 2] [--env smollm2] [--per-set 20]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from flat_pipeline.evaluation import EvaluateConfig, RetainReference, evaluate_m
 from flat_pipeline.metrics import mia, tofu
 from flat_pipeline.metrics.text import rouge_l_recall
 from flat_pipeline.pipelines.evaluate.nodes import build_evaluation_sets
-from flat_pipeline.prompts import encode_example, encode_prompt
+from flat_pipeline.prompts import PromptFormat, encode_example, encode_prompt
 
 PROJECT = Path(__file__).resolve().parents[1]
 QA_ROLES = ("forget", "retain", "ra", "wf", "holdout")  # the sets the TOFU suite reads
@@ -46,9 +47,9 @@ SUITE = [
 
 
 @torch.no_grad()
-def score_alone(model, tokenizer, question: str, answer: str) -> tuple[list[float], list[bool]]:
+def score_alone(model, tokenizer, question: str, answer: str, prompt: PromptFormat) -> tuple[list[float], list[bool]]:
     """One sequence, one forward pass, softmax over the whole vocabulary at every position."""
-    encoded = encode_example(tokenizer, answer, question)
+    encoded = encode_example(tokenizer, answer, question, prompt)
     logits = model(input_ids=torch.tensor([encoded.input_ids])).logits[0]
     probs = torch.softmax(logits.float(), dim=-1)
     start = encoded.prompt_length
@@ -58,8 +59,8 @@ def score_alone(model, tokenizer, question: str, answer: str) -> tuple[list[floa
 
 
 @torch.no_grad()
-def generate_alone(model, tokenizer, question: str, max_new_tokens: int) -> str:
-    prompt = torch.tensor([encode_prompt(tokenizer, question)])
+def generate_alone(model, tokenizer, question: str, max_new_tokens: int, prompt_format: PromptFormat) -> str:
+    prompt = torch.tensor([encode_prompt(tokenizer, question, prompt_format)])
     out = model.generate(
         input_ids=prompt,
         attention_mask=torch.ones_like(prompt),
@@ -73,9 +74,15 @@ def generate_alone(model, tokenizer, question: str, max_new_tokens: int) -> str:
     return tokenizer.decode(out, skip_special_tokens=True).strip()
 
 
-def per_item_suite(bundle, sets, reference: RetainReference, config: EvaluateConfig) -> dict[str, float]:
+def per_item_suite(
+    bundle, sets, reference: RetainReference, config: EvaluateConfig, prompt: PromptFormat
+) -> dict[str, float]:
     """The same suite, item by item."""
     model, tokenizer = bundle.model, bundle.tokenizer
+
+    def score(question: str, answer: str) -> tuple[list[float], list[bool]]:
+        return score_alone(model, tokenizer, question, answer, prompt)
+
     model.eval()
     values: dict[str, float] = {}
     per_set = {}
@@ -83,11 +90,11 @@ def per_item_suite(bundle, sets, reference: RetainReference, config: EvaluateCon
         rows = sets[name]
         answers, correct, perturbed, rouge = [], [], [], []
         for row in rows:
-            answers.append(score_alone(model, tokenizer, row["question"], row["answer"]))
+            answers.append(score(row["question"], row["answer"]))
             right = row.get("paraphrased_answer") or row["answer"]
-            correct.append(score_alone(model, tokenizer, row["question"], right)[0])
-            perturbed.append([score_alone(model, tokenizer, row["question"], p)[0] for p in row["perturbed_answer"]])
-            generated = generate_alone(model, tokenizer, row["question"], config.max_new_tokens)
+            correct.append(score(row["question"], right)[0])
+            perturbed.append([score(row["question"], p)[0] for p in row["perturbed_answer"]])
+            generated = generate_alone(model, tokenizer, row["question"], config.max_new_tokens, prompt)
             rouge.append(rouge_l_recall([generated], [row["answer"]])[0])
         per_set[name] = (answers, correct, perturbed, rouge)
     for name, (answers, correct, perturbed, rouge) in per_set.items():
@@ -108,10 +115,7 @@ def per_item_suite(bundle, sets, reference: RetainReference, config: EvaluateCon
             values["exact_memorization"] = float(np.mean([tofu.exact_memorization(h) for _, h in answers]))
     values["model_utility"] = tofu.model_utility({k: values[k] for k in tofu.MODEL_UTILITY_KEYS})
     forget_scores = [mia.min_k_score(lp, config.mia_k) for lp, _ in per_set["forget"][0]]
-    holdout_scores = [
-        mia.min_k_score(score_alone(model, tokenizer, r["question"], r["answer"])[0], config.mia_k)
-        for r in sets["holdout"]
-    ]
+    holdout_scores = [mia.min_k_score(score(r["question"], r["answer"])[0], config.mia_k) for r in sets["holdout"]]
     values["mia_min_k"] = mia.mia_auc(forget_scores, holdout_scores)
     values["privleak"] = mia.privleak(values["mia_min_k"], reference.mia_min_k)
     return values
@@ -120,11 +124,13 @@ def per_item_suite(bundle, sets, reference: RetainReference, config: EvaluateCon
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--env", default=None, help="Kedro environment (default: base + local)")
+    parser.add_argument("--per-set", type=int, default=None, help="evaluate the first N items of each set")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     bootstrap_project(PROJECT)
-    with KedroSession.create(project_path=PROJECT) as session:
+    with KedroSession.create(project_path=PROJECT, env=args.env) as session:
         context = session.load_context()
         catalog, params = context.catalog, context.params
         sets = build_evaluation_sets(
@@ -135,15 +141,20 @@ def main() -> None:
         )
         bundle = catalog.load("original_model")
         reference = RetainReference(**catalog.load("retain_reference"))
+    if args.per_set:
+        sets = {k: v.select(range(min(args.per_set, len(v)))) if k in QA_ROLES else v for k, v in sets.items()}
     config = EvaluateConfig.from_params(params["evaluate"]["settings"])
-    print(f"model: {bundle.source}; sets: { {k: len(v) for k, v in sets.items() if k in QA_ROLES} }")
-    print(f"threads: {args.threads}; max_new_tokens: {config.max_new_tokens}")
+    prompt = PromptFormat.from_params(params["model"])
+    print(f"env: {args.env or 'base'}; model: {bundle.source}; sets: "
+          f"{ {k: len(v) for k, v in sets.items() if k in QA_ROLES} }")  # fmt: skip
+    print(f"threads: {args.threads}; max_new_tokens: {config.max_new_tokens}; prompt: {prompt.format}; scoring batch: "
+          f"{config.scoring_batch_size}; generation batch: {config.generation_batch_size}")  # fmt: skip
 
     started = time.perf_counter()
-    ours, _ = evaluate_model(bundle, sets, SUITE, config, reference=reference)
+    ours, _ = evaluate_model(bundle, sets, SUITE, config, prompt=prompt, reference=reference)
     ours_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    theirs = per_item_suite(bundle, sets, reference, config)
+    theirs = per_item_suite(bundle, sets, reference, config, prompt)
     per_item_seconds = time.perf_counter() - started
 
     worst = 0.0
