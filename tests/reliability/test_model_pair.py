@@ -57,3 +57,15 @@ def test_an_original_and_a_retain_model_of_different_finetune_runs_are_refused_u
 
     # pinned: the user says which pair is meant, and the run goes ahead with it
     run_session(project, ["unlearn", "evaluate_unlearned"], load_versions={"original_model": finished})
+
+
+def test_a_retain_reference_from_outside_the_catalog_has_no_pair_to_check(tmp_path):
+    """An imported open-unlearning log (or a model folder outside the catalog) made the reference: no finetune run of
+    this project to compare with."""
+    _saved(tmp_path, {"original_model": KILLED})
+    entries = {name: {"type": "json.JSONDataset", "filepath": str(tmp_path / f"{name}.json"), "versioned": True}
+               for name in ("original_model", "retain_model", "retain_reference")}  # fmt: skip
+    log = "open-unlearning log data/01_raw/tofu_retain90/TOFU_EVAL.json"
+    DataCatalog.from_config(entries).save("retain_reference", {"retain_model": log})
+    unlearn = Pipeline([Node(lambda o, r: None, ["original_model", "retain_reference"], None, name="unlearn")])
+    check_model_pair(unlearn, DataCatalog.from_config(entries), {}, "tofu")

@@ -216,7 +216,13 @@ def check_model_pair(pipeline: Pipeline, catalog: Any, load_versions: dict[str, 
     if "retain_model" in inputs:
         retain, source = _saved_version(catalog, "retain_model"), "retain_model"
     elif "retain_reference" in inputs and (reference := _loaded_if_saved(catalog, "retain_reference")):
-        retain, source = Path(str(reference.get("retain_model", ""))).parent.name, "retain_reference's retain_model"
+        # a version of this environment's retain_model (`<filepath>/<version>/<name>`); a reference from elsewhere (an
+        # imported open-unlearning log, a model outside the catalog) says nothing of finetune runs
+        folder, catalog_retain = Path(str(reference.get("retain_model", ""))), catalog.get("retain_model")
+        own = getattr(catalog_retain, "_filepath", None)
+        if own is None or not (folder.name == folder.parent.parent.name == Path(str(own)).name):
+            return  # (compared by names, not whole paths: a project may have moved since)
+        retain, source = folder.parent.name, "retain_reference's retain_model"
     else:
         return
     if original and retain and original != retain:
