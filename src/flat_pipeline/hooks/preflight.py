@@ -254,8 +254,9 @@ def check_writable(pipeline: Pipeline, catalog: Any, tracking_uri: str | None = 
     one). Otherwise a read-only folder fails the run after the training, the work lost."""
     where: dict[Path, list[str]] = {}
     for name in sorted(pipeline.all_outputs()):
-        filepath = getattr(catalog.get(name), "_filepath", None)
-        if filepath is not None and getattr(catalog.get(name), "_protocol", "file") in ("file", "local"):
+        dataset = catalog.get(name)
+        filepath = getattr(dataset, "_filepath", None)
+        if filepath is not None and getattr(dataset, "_protocol", "file") in ("file", "local"):
             where.setdefault(Path(str(filepath)), []).append(name)
     for folder in mlflow_folders(tracking_uri):
         where.setdefault(folder, []).append("the MLflow store")
