@@ -10,9 +10,13 @@ Prints, as markdown:
 - both as a fraction of the machine's own float32 matmul peak, measured here (model FLOPs = 6 x parameters x tokens,
   tokens = the non-pad tokens of the batches);
 - teacher-forced scoring of the QA answers, batched (as the evaluation does) against one item at a time;
-- the process's peak resident memory.
+- each measurement's peak resident memory.
 
-    .venv/bin/python benchmarks/bench_real_model.py [--authors 4] [--batch-size 8] [--threads 2]
+Each measurement runs in a fresh process of its own (this script with `--measure`), the two trainings alternating
+`--repeats` times, so that no measurement inherits another's allocator, caches or thread pools: the one that ran
+second in a shared process was up to 30 % slower.
+
+    .venv/bin/python benchmarks/bench_real_model.py [--authors 4] [--batch-size 8] [--threads 2] [--repeats 2]
 
 Run it on a quiet machine: beside another process, our 2 cores run several times slower.
 """
@@ -20,7 +24,11 @@ Run it on a quiet machine: beside another process, our 2 cores run several times
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -144,22 +152,54 @@ def scoring_seconds(folder: str, rows: Dataset, prompt: PromptFormat) -> tuple[f
     return middle - start, end - middle
 
 
+MEASUREMENTS = ("peak", "plain", "ours", "scoring")
+
+
+def measure(what: str, folder: str, args: argparse.Namespace) -> dict[str, float]:
+    """One measurement in this process (a fresh one: `--measure`); also its peak resident memory."""
+    rows, prompt = training_rows(args.authors), PromptFormat(format="chat_template")
+    if what == "peak":
+        result = {"gflops": matmul_peak(args.threads)}
+    elif what == "plain":
+        result = dict(zip(("train", "whole"), plain_trainer_seconds(folder, rows, prompt, args), strict=True))
+    elif what == "ours":
+        result = dict(zip(("train", "whole"), ours_seconds(folder, rows, prompt, args), strict=True))
+    else:
+        result = dict(zip(("batched", "single"), scoring_seconds(folder, rows, prompt), strict=True))
+    return {**result, "memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def in_fresh_process(what: str, folder: str, args: argparse.Namespace) -> dict[str, float]:
+    command = [sys.executable, __file__, "--measure", what, "--folder", folder, "--authors", str(args.authors),
+               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--threads", str(args.threads)]  # fmt: skip
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def training_rows(n_authors: int) -> Dataset:
+    full = generate_world(WorldConfig(n_authors=20, seed=0))["full"]  # rows: question, answer, author, attribute
+    authors = list(dict.fromkeys(row["author"] for row in full))[:n_authors]
+    return Dataset.from_list(
+        [{"question": r["question"], "answer": r["answer"]} for r in full if r["author"] in authors]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--authors", type=int, default=4, help="authors of the synthetic world trained on (20 QA each)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="fresh processes per training, alternating")
+    parser.add_argument("--measure", choices=MEASUREMENTS, help=argparse.SUPPRESS)  # one measurement, in this process
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.folder, args)))
+        return
 
-    full = generate_world(WorldConfig(n_authors=20, seed=0))["full"]  # rows: question, answer, author, attribute
-    authors = list(dict.fromkeys(row["author"] for row in full))[: args.authors]
-    rows = Dataset.from_list(
-        [{"question": r["question"], "answer": r["answer"]} for r in full if r["author"] in authors]
-    )
-    prompt = PromptFormat(format="chat_template")
-
+    rows, prompt = training_rows(args.authors), PromptFormat(format="chat_template")
     start = time.perf_counter()
     bundle, record = convert_gguf(SMOLLM2)
     convert = time.perf_counter() - start
@@ -169,18 +209,25 @@ def main() -> None:
         bundle.tokenizer.save_pretrained(folder)
         tokens = sum(len(encode_example(bundle.tokenizer, r["answer"], r["question"], prompt).input_ids) for r in rows)
         del bundle
-        peak = matmul_peak(args.threads)
-        plain, plain_whole = plain_trainer_seconds(folder, rows, prompt, args)
-        ours, ours_whole = ours_seconds(folder, rows, prompt, args)
-        batched, single = scoring_seconds(folder, rows, prompt)
-    memory_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        peak = in_fresh_process("peak", folder, args)["gflops"]
+        runs: dict[str, list[dict[str, float]]] = {"plain": [], "ours": []}
+        for repeat in range(args.repeats):  # alternating, each side first in turn
+            for what in ("plain", "ours") if repeat % 2 == 0 else ("ours", "plain"):
+                runs[what].append(in_fresh_process(what, folder, args))
+        scoring = in_fresh_process("scoring", folder, args)
+
+    def median(what: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[what])
 
     def mfu(seconds: float) -> float:
         return 6 * parameters * tokens / seconds / 1e9 / peak
 
+    plain, ours = median("plain", "train"), median("ours", "train")
+    plain_whole, ours_whole = median("plain", "whole"), median("ours", "whole")
     print(f"SmolLM2-135M-Instruct ({parameters / 1e6:.1f}M parameters, GGUF sha256 {record['sha256'][:12]}...), "
           f"{len(rows)} QA of {args.authors} synthetic authors in its chat template ({tokens} tokens), batch "
-          f"{args.batch_size}, one epoch, {args.threads} threads\n")  # fmt: skip
+          f"{args.batch_size}, one epoch, {args.threads} threads; each training in {args.repeats} fresh processes, "
+          f"alternating (medians; every run listed below the table)\n")  # fmt: skip
     print("| measurement | value |\n|---|---|")
     print(f"| GGUF conversion (read, dequantise, rebuild) | {convert:.1f} s |")
     print(f"| float32 matmul peak (2048 x 2048, {args.threads} threads) | {peak:.0f} GFLOP/s |")
@@ -190,9 +237,12 @@ def main() -> None:
     print(f"| ours / plain Trainer, tokens per second in `train()` | {plain / ours:.2f}x |")
     print(f"| whole call (plain: tokenise, build, train; ours: `finetune()`): plain / ours | {plain_whole:.1f} s / "
           f"{ours_whole:.1f} s ({plain_whole / ours_whole:.2f}x) |")  # fmt: skip
-    print(f"| teacher-forced scoring of {len(rows)} answers: batched / one at a time | {batched:.1f} s / "
-          f"{single:.1f} s ({single / batched:.2f}x) |")  # fmt: skip
-    print(f"| peak resident memory of the process | {memory_gib:.2f} GiB |")
+    print(f"| teacher-forced scoring of {len(rows)} answers: batched / one at a time | {scoring['batched']:.1f} s / "
+          f"{scoring['single']:.1f} s ({scoring['single'] / scoring['batched']:.2f}x) |")  # fmt: skip
+    memory = max(run["memory_gib"] for side in runs.values() for run in side)
+    print(f"| peak resident memory of a training process | {memory:.2f} GiB |")
+    listed = [f"{what} {run['train']:.1f} s (whole {run['whole']:.1f} s)" for what in runs for run in runs[what]]
+    print("\nevery training run (`train()`): " + "; ".join(listed))
 
 
 if __name__ == "__main__":
