@@ -17,6 +17,9 @@ from flat_pipeline.data.world import WorldConfig, generate_world  # noqa: E402
 # by the tests that read them
 from tests.kedro_runs import benchmarked_project, default_run_project, project  # noqa: E402, F401
 
+# a throw-away PostgreSQL server for the cluster tests
+from tests.services import postgres  # noqa: E402, F401
+
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
@@ -25,6 +28,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "default_run_project" in getattr(item, "fixturenames", ()):  # the fixture closure: clones included
             item.add_marker(pytest.mark.xdist_group("shared_runs"))
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_from_other_tests():
+    """mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI, which mlflow.yml follows and `kedro run` subprocesses inherit:
+    a test starts and ends without another test's store."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session", autouse=True)

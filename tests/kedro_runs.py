@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -86,13 +87,20 @@ def benchmarked_project(default_run_project, tmp_path_factory):
     return target
 
 
-def run_session(project, pipelines, runtime_params=None, env="test", load_versions=None):
+def run_session(project, pipelines, runtime_params=None, env="test", load_versions=None, *, tracking_uri=None):
+    """`kedro run` in this process. MLflow tracks to the project's own store, or to `tracking_uri` (a server):
+    mlflow.yml follows MLFLOW_TRACKING_URI, which every `mlflow.set_tracking_uri` in this process also sets (the
+    previous session's store, another project's)."""
     import mlflow
 
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     try:
         with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
             session.run(pipeline_names=pipelines, load_versions=load_versions)
     finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
         # kedro-mlflow finishes the run, but this thread's mlflow run stack keeps it; a second session in the same
         # process would then reuse it (its tracking URI too). Each `kedro run` is its own process, so this only
         # concerns in-process tests.

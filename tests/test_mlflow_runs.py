@@ -4,49 +4,19 @@ own parameters and tags, so that MLflow's compare and chart views put FLAT and e
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 import requests
 
 from flat_pipeline.pipelines.benchmark.pipeline import BENCHMARK_METHODS
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from .services import mlflow_server as start_mlflow_server
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(benchmarked_project):
     """`mlflow server` over the benchmarked project's store, as `make mlflow-ui` starts it; its base URL."""
-    port = _free_port()
-    command = [
-        *(sys.executable, "-m", "mlflow", "server"),
-        *("--backend-store-uri", f"sqlite:///{benchmarked_project / 'mlflow.db'}"),
-        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-    ]
-    server = subprocess.Popen(command, cwd=benchmarked_project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {server.stderr.read().decode()[-2000:]}")
-            time.sleep(0.5)
+    with start_mlflow_server(f"sqlite:///{benchmarked_project / 'mlflow.db'}", benchmarked_project) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _api(url: str, endpoint: str, payload: dict) -> dict:

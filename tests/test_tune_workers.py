@@ -1,6 +1,6 @@
 """The tune pipeline as a cluster runs it: two `kedro run --pipelines tune_worker` processes at once on one Optuna
-storage, then `tune_report`. Together they finish exactly the requested trials, none twice, and the report picks
-each method's best across both workers by the stated rule."""
+storage, a real PostgreSQL server (issue 26), then `tune_report`. Together they finish exactly the requested trials,
+none twice, and the report picks each method's best across both workers by the stated rule."""
 
 from __future__ import annotations
 
@@ -26,14 +26,20 @@ N_TRIALS, SEEDS = 3, [1, 2]
 
 
 @pytest.fixture(scope="module")
-def tuned_project(benchmarked_project, tmp_path_factory):
+def storage(postgres):
+    return postgres.database("tune")
+
+
+@pytest.fixture(scope="module")
+def tuned_project(benchmarked_project, storage, tmp_path_factory):
     """A copy of the benchmarked project (models, evaluations, MLflow store), tuned by two worker processes started
-    together, then reported."""
+    together on one PostgreSQL database, then reported."""
     target = clone_project(benchmarked_project, tmp_path_factory.mktemp("tuned") / "project")
     kedro = Path(sys.executable).parent / "kedro"
+    params = f"tune.storage={storage}"
     workers = [
         subprocess.Popen(
-            [kedro, "run", "--env", "test", "--pipelines", "tune_worker", "--params", f"tune.worker={index}"],
+            [kedro, "run", "--env", "test", "--pipelines", "tune_worker", "--params", f"tune.worker={index},{params}"],
             cwd=target,
             env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"},
             stdout=subprocess.PIPE,
@@ -46,22 +52,21 @@ def tuned_project(benchmarked_project, tmp_path_factory):
         assert worker.returncode == 0, output[-4000:]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(target)
-        run_session(target, ["tune_report"])
+        run_session(target, ["tune_report"], runtime_params={"tune": {"storage": storage}})
     return target
 
 
-def _config(project: Path) -> TuneConfig:
-    return TuneConfig.from_params(
-        {"storage": str(project / "data/test/06_models/tune/optuna.journal"), "n_trials": N_TRIALS, "seeds": SEEDS}
-    )
+def _config(storage: str) -> TuneConfig:
+    return TuneConfig.from_params({"storage": storage, "n_trials": N_TRIALS, "seeds": SEEDS})
 
 
 def _latest(folder: Path) -> Path:
     return max(p for p in folder.iterdir() if p.is_dir()) / folder.name
 
 
-def test_two_workers_finish_exactly_the_budget_none_twice(tuned_project):
-    config = _config(tuned_project)
+def test_two_workers_finish_exactly_the_budget_none_twice(tuned_project, storage):
+    assert not (tuned_project / "data/test/06_models/tune").exists()  # nothing in the default SQLite file
+    config = _config(storage)
     storage = open_storage(config.storage)
     summaries = [
         json.loads((version / "tune_worker_summary.json").read_text())
@@ -82,8 +87,8 @@ def test_two_workers_finish_exactly_the_budget_none_twice(tuned_project):
         assert sorted(t["drawn"]["seed"] for t in seeds if t["state"] == "COMPLETE") == SEEDS
 
 
-def test_the_report_picks_the_best_trial_across_both_workers_by_the_rule(tuned_project):
-    config = _config(tuned_project)
+def test_the_report_picks_the_best_trial_across_both_workers_by_the_rule(tuned_project, storage):
+    config = _config(storage)
     storage = open_storage(config.storage)
     original = json.loads(
         _latest(tuned_project / "data/test/08_reporting/original_evaluation_summary.json").read_text()
@@ -128,10 +133,10 @@ def test_every_trial_is_a_nested_mlflow_run_with_the_single_run_metric_keys(tune
         assert "unlearn.learning_rate" in run.data.params
 
 
-def test_every_method_was_searched_under_the_same_rule_budget_and_shared_ranges(tuned_project):
+def test_every_method_was_searched_under_the_same_rule_budget_and_shared_ranges(tuned_project, storage):
     import optuna
 
-    storage = open_storage(_config(tuned_project).storage)
+    storage = open_storage(storage)
     settings = [
         json.loads(optuna.load_study(study_name=f"tune.{method}", storage=storage).user_attrs["settings"])
         for method in METHODS

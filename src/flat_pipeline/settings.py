@@ -3,6 +3,8 @@
 import sys
 import warnings
 
+from omegaconf.resolvers import oc
+
 from flat_pipeline.hooks import (
     MethodRunsHook,
     ModelSettingsHook,
@@ -48,4 +50,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # An environment overrides single keys (`data_prep.synthetic.n_authors`), not whole top-level blocks.
     "merge_strategy": {"parameters": "soft"},
+    # `${oc.env:NAME,default}` beyond credentials: mlflow.yml's tracking URI follows MLFLOW_TRACKING_URI (a shared
+    # `mlflow server` for many workers), as MLflow's own clients do
+    "custom_resolvers": {"oc.env": oc.env},
 }

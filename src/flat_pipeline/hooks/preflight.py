@@ -50,6 +50,7 @@ class PreflightHook:
         check_saved_inputs(pipeline, catalog, env)
         check_model_pair(pipeline, catalog, run_params.get("load_versions") or {}, env)
         check_writable(pipeline, catalog)
+        check_tune_storage(pipeline, params)
 
 
 def check_environment_state(conf: Path, env: str) -> None:
@@ -265,6 +266,19 @@ def check_writable(pipeline: Pipeline, catalog: Any, tracking_uri: str | None = 
         raise PreflightError(
             f"this run cannot write {len(problems)} of its destinations; nothing was run:\n" + "\n".join(problems)
         )
+
+
+def check_tune_storage(pipeline: Pipeline, params: dict[str, Any]) -> None:
+    """A run of tune's halves opens `tune.storage` first: a database server that cannot be reached, a driver that is
+    not installed or a broken journal stops it here, with the URL (no password), not after the models load."""
+    from flat_pipeline.tuning.study import StorageError, open_storage
+
+    if "params:tune" not in pipeline.all_inputs():
+        return
+    try:
+        open_storage(str((params.get("tune") or {}).get("storage")))
+    except StorageError as error:
+        raise PreflightError(f"{error}; nothing was run") from None
 
 
 def mlflow_folders(tracking_uri: str | None = None) -> list[Path]:

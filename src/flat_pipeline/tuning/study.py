@@ -7,8 +7,13 @@ share them: a trial's number is given by the storage, a worker runs only numbers
 finish exactly `n_trials` (and one re-run per seed), none twice. A worker searches every method first, then runs
 the seeds, waiting for the searches other workers still run.
 
-Storage: a path is an Optuna journal file (the default, `<data_root>/06_models/tune/optuna.journal`; on a shared
-filesystem, a cluster's workers can use it too); a URL (`sqlite:///...`, `postgresql://...`, `mysql://...`) an RDB.
+Storage: a URL is an RDB (`sqlite:///...`, the default, `<data_root>/06_models/tune/optuna.db`, for one machine;
+`postgresql://...` for a cluster); a path is an Optuna journal file (for a shared filesystem without a database).
+
+Dead workers: on an RDB, a worker records a heartbeat for its running trial every `heartbeat_s`; a trial without one
+for `grace_s` (its worker killed, pre-empted, out of memory, its node lost) is failed by the next worker that looks
+and re-run, in the same budget slot, with the same drawn settings (Optuna's heartbeat and `RetryFailedTrialCallback`),
+up to `retries` times. A journal file has no heartbeat: there, a dead worker's trial waits `wait_s`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import InitVar, asdict, dataclass, field, fields
@@ -41,6 +47,7 @@ logger = logging.getLogger(__name__)
 SEARCH, SEEDS = "search", "seed"
 # Finished trials: those a worker will not run again.
 _DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
+LOST_WORKER = "its worker died while running it (no heartbeat within tune.grace_s), and no re-run is left"
 
 
 @dataclass
@@ -59,7 +66,10 @@ class TuneConfig:
     rule: Mapping[str, Any] | None = None  # flat_pipeline.tuning.rule.SelectionRule
     space: Mapping[str, Any] = field(default_factory=dict)  # flat_pipeline.tuning.space
     keep_models: str | None = None  # a folder: every trial's model is saved there (<method>/<phase>_<number>)
-    wait_s: float = 86400.0  # how long the seed phase waits for searches other workers still run
+    wait_s: float = 86400.0  # how long a worker waits for trials other workers still run
+    heartbeat_s: int = 60  # RDB storages: a running trial's heartbeat interval
+    grace_s: int | None = None  # RDB storages: a trial without heartbeat this long lost its worker; None: 3 x heartbeat
+    retries: int = 1  # re-runs of a trial whose worker died (each in the same slot, with the same settings)
     block: InitVar[str] = "tune"
 
     def __post_init__(self, block: str) -> None:
@@ -75,6 +85,11 @@ class TuneConfig:
         check_number(f"{block}.num_threads", self.num_threads, minimum=1, integer=True, optional=True)
         check_number(f"{block}.worker", self.worker, minimum=0, integer=True)
         check_number(f"{block}.wait_s", self.wait_s, minimum=0)
+        check_number(f"{block}.heartbeat_s", self.heartbeat_s, minimum=1, integer=True)
+        check_number(f"{block}.grace_s", self.grace_s, above=self.heartbeat_s, integer=True, optional=True)
+        if self.grace_s is None:
+            self.grace_s = 3 * self.heartbeat_s
+        check_number(f"{block}.retries", self.retries, minimum=0, integer=True)
         sampler_keys = {"seed", "n_startup_trials"}
         if not isinstance(self.sampler, Mapping) or set(self.sampler) - sampler_keys:
             raise ParameterError(
@@ -116,19 +131,73 @@ class StorageError(RuntimeError):
     """The tune storage cannot be read; the message names the file and the way out."""
 
 
-def open_storage(storage: str) -> Any:
+def open_storage(storage: str, config: TuneConfig | None = None) -> Any:
     """An Optuna storage: an RDB for a URL, a journal file for a path (its folder is created, a record a killed
-    worker cut short is removed: `repair_journal`)."""
+    worker cut short is removed: `repair_journal`). With `config` (a worker's), an RDB has `config`'s heartbeat and
+    re-runs dead workers' trials. An RDB that cannot be reached is a `StorageError` naming the URL without its
+    password."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    if "://" in storage:
+    if "://" not in storage:
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        repair_journal(Path(storage))
+        return optuna.storages.JournalStorage(JournalFileBackend(storage))
+    kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite"):
         # SQLite serialises writers: wait for the lock instead of failing when workers write at once
-        kwargs = {"connect_args": {"timeout": 120}} if storage.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-    Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    repair_journal(Path(storage))
-    return optuna.storages.JournalStorage(JournalFileBackend(storage))
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+        database = storage.split("///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        kwargs.update(heartbeat_interval=config.heartbeat_s, grace_period=config.grace_s,
+                      failed_trial_callback=RerunDeadWorkersTrial(config.retries))  # fmt: skip
+    try:
+        with warnings.catch_warnings():  # the heartbeat's arguments are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(storage, **kwargs)
+    except ImportError as error:
+        raise StorageError(
+            f"tune storage {redacted(storage)}: its database driver is not installed ({error}). PostgreSQL: "
+            f'pip install -e ".[cluster]"'
+        ) from None
+    except Exception as error:  # noqa: BLE001  SQLAlchemy's errors of every driver: unreachable, refused, no database
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageError(
+            f"tune storage {redacted(storage)}: cannot open it ({type(error).__name__}: {reason}). Check that the "
+            f"database server runs and this machine reaches it, the user, password and database name in "
+            f"tune.storage, or use a local one: tune.storage=sqlite:///<file>"
+        ) from None
+
+
+def redacted(url: str) -> str:
+    """A storage URL fit for a log or an error: its password replaced by ***."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  not a URL SQLAlchemy reads: show no credentials at all
+        return url.split("://", 1)[0] + "://..." if "@" in url else url
+
+
+class RerunDeadWorkersTrial:
+    """Optuna's failed-trial callback for trials whose worker stopped beating: logs the loss and re-queues the trial
+    (`RetryFailedTrialCallback`: same settings, marked as a retry of the first attempt) while retries are left."""
+
+    def __init__(self, retries: int) -> None:
+        from optuna.storages import RetryFailedTrialCallback
+
+        self.retries = retries
+        self._retry = RetryFailedTrialCallback(max_retry=retries)
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        attempts = len(trial.system_attrs.get("retry_history", [])) + 1
+        again = attempts <= self.retries
+        logger.warning("tune: trial %d of study %s lost its worker %s (no heartbeat within the grace period); %s",
+                       trial.number, study.study_name, trial.user_attrs.get("worker", "?"),
+                       "re-running it" if again else f"not re-run: it failed this way {attempts} times")  # fmt: skip
+        self._retry(study, trial)
 
 
 def repair_journal(path: Path) -> None:
@@ -185,7 +254,8 @@ def run_worker(
 
     `method_params`: each method's full `unlearn` settings (benchmark.methods over unlearn), which a trial's drawn
     settings (and a re-run's seed) replace key by key. `original_metrics`: the original model's evaluation, for the
-    rule's floor. Returns what this worker ran: `{"worker", "trials": [{method, phase, number, state, seconds}]}`.
+    rule's floor. Returns what this worker ran: `{"worker", "trials": [{method, phase, number, state, seconds}]}`
+    (`number`: the trial's slot in its study's budget).
     """
     import torch
 
@@ -194,29 +264,70 @@ def run_worker(
         torch.set_num_threads(config.num_threads)
     rule = config.selection
     floor = rule.floor(original_metrics) if rule.mode == "constrained" else None
-    storage = open_storage(config.storage)
+    storage = open_storage(config.storage, config)
     me = worker_id()
     ran: list[dict[str, Any]] = []
-    logger.info("tune worker %s: %s, storage %s; rule: %s", me, list(method_params), config.storage, rule.describe())
-    for method, params in method_params.items():
-        study = _open(storage, config, method, phase=SEARCH, params=params, floor=floor)
-        dimensions, run = config.dimensions(method), partial(_run_trial, data, config, method, params, floor=floor)
-        while (trial := _next_trial(study, config.n_trials)) is not None:
-            ran.append(run(study, trial, {name: dim.suggest(trial) for name, dim in dimensions.items()}, SEARCH))
+    logger.info("tune worker %s: %s, storage %s; rule: %s", me, list(method_params), redacted(config.storage),
+                rule.describe())  # fmt: skip
+
+    def run_share(method: str, phase: str, best: Mapping[str, Any] | None = None) -> Any:
+        """Run the trials of the method's study (phase) that no worker has taken, and re-runs of dead workers'."""
+        study = _open(storage, config, method, phase=phase, params=method_params[method], floor=floor)
+        run = partial(_run_trial, data, config, method, method_params[method], floor=floor)
+        dimensions, budget = config.dimensions(method), _budget(config, phase)
+        while (taken := _next_trial(study, budget)) is not None:
+            trial, slot = taken
+            if phase == SEARCH:
+                drawn = {name: dim.suggest(trial) for name, dim in dimensions.items()}
+            else:
+                drawn = {**best["drawn"], "seed": config.seeds[slot]}
+            ran.append(run(study, trial, slot, drawn, phase))
             _stop_if_the_setup_fails(ran)
+        return study
+
+    def finish(method: str, phase: str, best: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The study's records once every trial of its budget is finished: this worker takes what is left and
+        re-runs of trials whose worker died, waiting for those other workers still run (up to `wait_s`)."""
+        name, deadline = study_name(config, method, phase), time.monotonic() + config.wait_s
+        while True:
+            run_share(method, phase, best)
+            records = trial_records(storage, name, _budget(config, phase))
+            running = [r["number"] for r in records if r["state"] not in _DONE_STATES]
+            if len(records) >= _budget(config, phase) and not running:
+                return records
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"tune: study '{name}' still has trials {running} unfinished after tune.wait_s={config.wait_s:g} "
+                    f"s; a worker that died on a journal storage (no heartbeat) leaves its trial RUNNING: raise "
+                    f"tune.wait_s, use an RDB storage (sqlite:///..., postgresql://...), or start over with a new "
+                    f"tune.study_name"
+                )
+            logger.info("tune: waiting for %s's trials %s (other workers)", method, running)
+            time.sleep(min(5.0, config.heartbeat_s))
+
+    for method in method_params:
+        run_share(method, SEARCH)
     if rule.mode == "constrained" and config.seeds:
-        for method, params in method_params.items():
-            best = _best_search_trial(storage, config, method, floor)
-            if best is None:
+        picks = {}
+        for method in method_params:
+            finished = [r for r in finish(method, SEARCH) if r["state"] == "COMPLETE"]
+            picks[method] = config.selection.best(finished, floor)
+            if picks[method] is None:
                 logger.warning("tune: no finished search trial of %s; its seeds are not run", method)
                 continue
-            study = _open(storage, config, method, phase=SEEDS, params=params, floor=floor)
-            run = partial(_run_trial, data, config, method, params, floor=floor)
-            while (trial := _next_trial(study, len(config.seeds))) is not None:
-                ran.append(run(study, trial, {**best["drawn"], "seed": config.seeds[trial.number]}, SEEDS))
-                _stop_if_the_setup_fails(ran)
+            run_share(method, SEEDS, picks[method])
+        for method, best in picks.items():
+            if best is not None:
+                finish(method, SEEDS, best)
+    else:
+        for method in method_params:
+            finish(method, SEARCH)
     trials = [{k: v for k, v in t.items() if k != "failure"} for t in ran]
-    return {"worker": me, "storage": config.storage, "study_name": config.study_name, "trials": trials}
+    return {"worker": me, "storage": redacted(config.storage), "study_name": config.study_name, "trials": trials}
+
+
+def _budget(config: TuneConfig, phase: str) -> int:
+    return config.n_trials if phase == SEARCH else len(config.seeds)
 
 
 def study_name(config: TuneConfig, method: str, phase: str) -> str:
@@ -274,17 +385,48 @@ def _constraint(trial: Any) -> list[float]:
     return [trial.user_attrs.get("constraint", math.inf)]
 
 
-def _next_trial(study: Any, budget: int) -> Any | None:
-    """The next trial of this study to run, or None when every number below `budget` is taken. A trial numbered at
-    or past the budget (two workers asked at once) is closed unrun, as PRUNED with `surplus`."""
+def _slots(trials: Sequence[Any]) -> dict[int, int]:
+    """Trial number -> its slot in the study's budget. New trials fill slots 0, 1, 2, ... in the order the storage
+    numbered them; a re-run of a trial whose worker died fills its first attempt's slot (Optuna records that attempt
+    as the `failed_trial` system attribute, when the re-run is created, so every worker computes the same slots)."""
+    slots: dict[int, int] = {}
+    new = 0
+    for trial in sorted(trials, key=lambda t: t.number):
+        first = trial.system_attrs.get("failed_trial")
+        if first is None:
+            slots[trial.number], new = new, new + 1
+        else:
+            slots[trial.number] = slots[first]
+    return slots
+
+
+def _next_trial(study: Any, budget: int) -> tuple[Any, int] | None:
+    """The next trial of this study to run and its slot, or None when every slot below `budget` is taken and no
+    re-run is waiting. A trial past the budget (two workers asked at once) is closed unrun, as PRUNED with
+    `surplus`. First, trials whose worker stopped beating (RDB storages) are failed and queued again."""
+    import optuna
     from optuna.trial import TrialState
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     while True:
-        if sum(t.number < budget for t in study.get_trials(deepcopy=False)) >= budget:
+        trials = study.get_trials(deepcopy=False)
+        slots = _slots(trials)
+        new = sum("failed_trial" not in t.system_attrs for t in trials)
+        if new >= budget and not any(t.state == TrialState.WAITING and slots[t.number] < budget for t in trials):
             return None
-        trial = study.ask()
-        if trial.number < budget:
-            return trial
+        with warnings.catch_warnings():
+            # we run the trials ourselves (ask and tell), with the heartbeat Study.optimize would start: _run_trial
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = study.ask()
+        trials = study.get_trials(deepcopy=False)
+        slot = _slots(trials)[trial.number]
+        if slot < budget:
+            first = next(t for t in trials if t.number == trial.number).system_attrs.get("failed_trial")
+            if first is not None:
+                trial.set_user_attr("rerun_of", first)
+            return trial, slot
         trial.set_user_attr("surplus", True)
         study.tell(trial, state=TrialState.PRUNED)
 
@@ -296,24 +438,32 @@ def _run_trial(  # noqa: PLR0917 (bound by partial per method, then called with 
     params: Mapping[str, Any],
     study: Any,
     trial: Any,
+    slot: int,
     drawn: Mapping[str, Any],
     phase: str,
     *,
     floor: float | None,
 ) -> dict[str, Any]:
     """Unlearn a copy of the start model with the method's settings and `drawn` over them (a re-run: the pick's and
-    its seed), evaluate it, tell the study; a nested MLflow run."""
+    its seed), evaluate it, tell the study; a nested MLflow run. The trial beats while it runs (RDB storages)."""
+    from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize runs around each trial
     from optuna.trial import TrialState
 
     rule, started, settings = config.selection, time.perf_counter(), {**params, **drawn}
     trial.set_user_attr("drawn", dict(drawn))
     trial.set_user_attr("worker", worker_id())
-    label = f"{method} trial {trial.number}" if phase == SEARCH else f"{method} seed {settings.get('seed')}"
-    logger.info("tune %s: %s", label, ", ".join(f"{k}={v}" for k, v in drawn.items()) or "defaults")
+    trial.set_user_attr("slot", slot)
+    first = trial.user_attrs.get("rerun_of")
+    retry = f" (re-run of trial {first}, whose worker died)" if first is not None else ""
+    label = f"{method} trial {slot}" if phase == SEARCH else f"{method} seed {settings.get('seed')}"
+    logger.info("tune %s%s: %s", label, retry, ", ".join(f"{k}={v}" for k, v in drawn.items()) or "defaults")
     tags = {"benchmark_method": method, "method": method_label(settings), "tune_study": study.study_name,
-            "tune_phase": phase, "tune_trial": str(trial.number), "seed": str(settings.get("seed"))}  # fmt: skip
+            "tune_phase": phase, "tune_trial": str(slot), "seed": str(settings.get("seed"))}  # fmt: skip
     state, values, metrics, failure = TrialState.FAIL, None, {}, None
-    with _nested_run(f"{label} @{study.study_name}", tags) as run_id:
+    with (
+        get_heartbeat_thread(trial._trial_id, study._storage),
+        _nested_run(f"{label} @{study.study_name}", tags) as run_id,
+    ):
         trial.set_user_attr("mlflow_run_id", run_id)
         _log(params=flatten(settings, "unlearn"))
         # no checkpoints: trials are short, and every trial (of every worker) would share unlearn.output_dir
@@ -357,7 +507,7 @@ def _run_trial(  # noqa: PLR0917 (bound by partial per method, then called with 
         study.tell(trial, values, state=state)
     logger.info("tune %s: %s in %.0f s%s", label, state.name, seconds,
                 "".join(f", {m}={metrics[m]:.4g}" for m in rule.metrics if m in metrics))  # fmt: skip
-    ran = {"method": method, "phase": phase, "number": trial.number, "state": state.name, "seconds": seconds}
+    ran = {"method": method, "phase": phase, "number": slot, "state": state.name, "seconds": seconds}
     return {**ran, "failure": failure} if failure is not None else ran
 
 
@@ -420,43 +570,37 @@ def _save(bundle: ModelBundle, folder: Path) -> None:
 
 
 def trial_records(storage: Any, name: str, budget: int) -> list[dict[str, Any]]:
-    """The trials of study `name` numbered below `budget` (surplus ones were never run): number, state, drawn
-    settings, metrics, worker, seconds, error. Empty when the study does not exist yet."""
+    """The trials of study `name` by slot below `budget` (surplus ones were never run), the last attempt of each (a
+    trial whose worker died is re-run in its slot): number (the slot), state, drawn settings, metrics, worker,
+    seconds, error, MLflow run id, and `attempts`. Empty when the study does not exist yet."""
     import optuna
 
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return []
+    trials = study.get_trials(deepcopy=False)
+    slots = _slots(trials)
+    last: dict[int, Any] = {}
+    attempts: dict[int, int] = {}
+    for t in trials:
+        slot = slots[t.number]
+        if slot < budget:
+            last[slot] = t  # in number order: a re-run comes after its first attempt
+            attempts[slot] = attempts.get(slot, 0) + 1
     return [
         {
-            "number": t.number,
+            "number": slot,
             "state": t.state.name,
             "drawn": t.user_attrs.get("drawn", dict(t.params)),
             "metrics": t.user_attrs.get("metrics", {}),
             "worker": t.user_attrs.get("worker"),
             "seconds": t.user_attrs.get("seconds"),
-            "error": t.user_attrs.get("error"),
+            # a trial failed by another worker because its own stopped beating has no error of its own
+            "error": t.user_attrs.get("error")
+            or (LOST_WORKER if t.state.name == "FAIL" and "seconds" not in t.user_attrs else None),  # fmt: skip
             "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "attempts": attempts[slot],
         }
-        for t in study.get_trials(deepcopy=False)
-        if t.number < budget
+        for slot, t in sorted(last.items())
     ]
-
-
-def _best_search_trial(storage: Any, config: TuneConfig, method: str, floor: float | None) -> dict[str, Any] | None:
-    """The method's best search trial by the rule, once all its trials are finished (waiting for other workers')."""
-    name, deadline = study_name(config, method, SEARCH), time.monotonic() + config.wait_s
-    while True:
-        records = trial_records(storage, name, config.n_trials)
-        running = [r["number"] for r in records if r["state"] not in _DONE_STATES]
-        if len(records) >= config.n_trials and not running:
-            return config.selection.best([r for r in records if r["state"] == "COMPLETE"], floor)
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"tune: study '{name}' still has trials {running} unfinished after tune.wait_s={config.wait_s:g} s; "
-                f"a worker that died leaves its trial RUNNING: raise tune.wait_s, or start over with a new "
-                f"tune.study_name"
-            )
-        logger.info("tune: waiting for %s's trials %s (other workers)", method, running)
-        time.sleep(5)
