@@ -1,12 +1,15 @@
-"""The tune pipeline as a cluster runs it: two `kedro run --pipelines tune_worker` processes at once on one Optuna
-storage, a real PostgreSQL server (issue 26), then `tune_report`. Together they finish exactly the requested trials,
-none twice, and the report picks each method's best across both workers by the stated rule."""
+"""The tune pipeline as a cluster runs it (issue 26): one PostgreSQL server holds the Optuna study and, behind one
+`mlflow server` with an artifact proxy, the MLflow runs. Two `kedro run --pipelines tune_worker` processes start at once
+in two working folders (two machines, the data and models on a shared filesystem), then `tune_report` runs from a
+third. Together the workers finish exactly the requested trials, none twice; the report picks each method's best
+across both by the stated rule; the server holds every worker's run with its trials nested under it."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +21,7 @@ import pytest
 from flat_pipeline.tuning import TuneConfig, open_storage, study_name, trial_records
 
 from .kedro_runs import clone_project, run_session
+from .services import mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -31,29 +35,60 @@ def storage(postgres):
 
 
 @pytest.fixture(scope="module")
-def tuned_project(benchmarked_project, storage, tmp_path_factory):
-    """A copy of the benchmarked project (models, evaluations, MLflow store), tuned by two worker processes started
-    together on one PostgreSQL database, then reported."""
-    target = clone_project(benchmarked_project, tmp_path_factory.mktemp("tuned") / "project")
+def tracking_server(postgres, tmp_path_factory):
+    """`mlflow server` with its backend store in PostgreSQL and artifacts proxied to a folder (S3 in a cluster)."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    with mlflow_server(postgres.database("mlflow"), folder, artifacts_destination=folder / "artifacts") as url:
+        yield url, folder / "artifacts"
+
+
+def _machine(project: Path, target: Path) -> Path:
+    """Another machine's working folder: the project's code and configuration, its data folder on the shared
+    filesystem (`project`'s), no MLflow store of its own."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = {"data", "mlflow.db", "mlruns"} if Path(folder) == project else set()
+        return {name for name in names if name in top or name == "__pycache__"}
+
+    shutil.copytree(project, target, ignore=ignore)
+    (target / "data").symlink_to(project / "data", target_is_directory=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def machines(benchmarked_project, storage, tracking_server, tmp_path_factory):
+    """Working folders of two worker machines and a report machine, after the workers (started together) and the
+    report ran: {"a": ..., "b": ..., "report": ...}."""
+    server, _ = tracking_server
+    root = tmp_path_factory.mktemp("cluster")
+    a = clone_project(benchmarked_project, root / "a" / "project")  # its data folder stands for the shared one
+    folders = {"a": a, "b": _machine(a, root / "b" / "project"), "report": _machine(a, root / "report" / "project")}
     kedro = Path(sys.executable).parent / "kedro"
     params = f"tune.storage={storage}"
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": server}
     workers = [
         subprocess.Popen(
             [kedro, "run", "--env", "test", "--pipelines", "tune_worker", "--params", f"tune.worker={index},{params}"],
-            cwd=target,
-            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"},
+            cwd=folders[machine],
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        for index in (0, 1)
+        for index, machine in enumerate(("a", "b"))
     ]
     outputs = [worker.communicate(timeout=900)[0].decode() for worker in workers]
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, output[-4000:]
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(target)
-        run_session(target, ["tune_report"], runtime_params={"tune": {"storage": storage}})
-    return target
+        patch.chdir(folders["report"])
+        run_session(folders["report"], ["tune_report"], {"tune": {"storage": storage}}, tracking_uri=server)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def tuned_project(machines):
+    """The shared data folder's project (machine a's)."""
+    return machines["a"]
 
 
 def _config(storage: str) -> TuneConfig:
@@ -120,17 +155,35 @@ def test_the_report_picks_the_best_trial_across_both_workers_by_the_rule(tuned_p
     assert len(workers) == 2  # the searches hold both workers' trials
 
 
-def test_every_trial_is_a_nested_mlflow_run_with_the_single_run_metric_keys(tuned_project):
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tuned_project / 'mlflow.db'}")
+def test_every_trial_is_a_nested_mlflow_run_on_the_shared_server_under_its_workers_run(machines, tracking_server):
+    server, artifacts = tracking_server
+    client = mlflow.MlflowClient(tracking_uri=server)
     experiment = client.get_experiment_by_name("flat_pipeline_test")
     trials = client.search_runs([experiment.experiment_id], "tags.tune_phase = 'search'", max_results=1000)
     assert len(trials) == N_TRIALS * len(METHODS)
     parents = {run.data.tags["mlflow.parentRunId"] for run in trials}
     assert len(parents) == 2  # one `kedro run` per worker
+    for parent in map(client.get_run, parents):  # the workers' runs, each finished, from both machines
+        assert parent.data.tags["kedro_pipelines"] == "tune_worker" and parent.info.status == "FINISHED"
     for run in trials:
         assert {"forget_quality", "model_utility"} <= set(run.data.metrics)
         assert run.data.tags["kedro_env"] == "test" and run.data.tags["benchmark_method"] in METHODS
         assert "unlearn.learning_rate" in run.data.params
+        assert run.info.status == "FINISHED"
+    # the report, run from a third folder, on the same server; its artifacts went through the server's proxy
+    (report,) = client.search_runs([experiment.experiment_id], "tags.kedro_pipelines = 'tune_report'")
+    names, folders = [], [None]
+    while folders:  # every file of the run, through the server
+        for artifact in client.list_artifacts(report.info.run_id, folders.pop()):
+            (folders if artifact.is_dir else names).append(artifact.path)
+    assert any(Path(name).name.startswith("tuned_leaderboard") for name in names), names
+    assert any(path.name.startswith("tuned_leaderboard") for path in artifacts.rglob("*")), "nothing in the store"
+    # no machine logged to a store of its own
+    assert not (machines["b"] / "mlflow.db").exists() and not (machines["report"] / "mlflow.db").exists()
+    local = mlflow.MlflowClient(tracking_uri=f"sqlite:///{machines['a'] / 'mlflow.db'}")
+    assert not local.search_runs(
+        [e.experiment_id for e in local.search_experiments()], "tags.kedro_pipelines = 'tune_worker'"
+    )
 
 
 def test_every_method_was_searched_under_the_same_rule_budget_and_shared_ranges(tuned_project, storage):

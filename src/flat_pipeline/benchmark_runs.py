@@ -59,6 +59,28 @@ def latest_benchmark(experiment: str, tracking_uri: str | None = None) -> tuple[
     return parent, pd.DataFrame(rows).sort_values("method", ignore_index=True)
 
 
+def adopt_method_runs(parent_id: str, tracking_uri: str | None = None) -> dict[str, str]:
+    """Make `parent_id` (a leaderboard made alone: `benchmark_report`) the parent of the method runs whose summaries
+    it read: for each `loaded/benchmark_<method>_evaluation_summary` tag of the parent, the run tagged as having saved
+    that version (`saved/...`, hooks/run_tags.py), matched on the version folder and file name, since each process
+    or machine may see the shared data folder under its own path. Returns {method summary dataset: run id}."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_id)
+    adopted = {}
+    for key, path in parent.data.tags.items():
+        dataset = key.removeprefix("loaded/")
+        if not (key.startswith("loaded/benchmark_") and dataset.endswith("_evaluation_summary")):
+            continue
+        version_and_file = "/".join(path.replace("\\", "/").split("/")[-2:]).replace("'", "\\'")
+        found = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.`saved/{dataset}` LIKE '%/{version_and_file}'"
+        )
+        for run in found:
+            client.set_tag(run.info.run_id, PARENT_TAG, parent_id)
+            adopted[dataset] = run.info.run_id
+    return adopted
+
+
 def is_flat(methods: pd.Series) -> pd.Series:
     """FLAT's rows (`flat`, `flat-kl`, `flat_js`, ...) against the baselines'."""
     return methods.astype(str).str.startswith("flat")

@@ -12,6 +12,8 @@ from flat_pipeline.pipelines.evaluate.pipeline import ROLES
 ON_REQUEST = {
     "evaluate_external",
     "benchmark",
+    "benchmark_worker",
+    "benchmark_report",
     "tune",
     "tune_worker",
     "tune_report",

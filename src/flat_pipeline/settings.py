@@ -12,14 +12,23 @@ from flat_pipeline.hooks import (
     RunStatusHook,
     RunTagsHook,
     RunVersionsHook,
+    SharedExperimentHook,
 )
 from flat_pipeline.io.config_loader import ConfigLoader
 
 # Checks before any node runs (parameters, saved inputs); what the run writes read back at the run's own version (never
 # a concurrent run's); the run's model.dtype / attn_implementation for every model the catalog loads; then MLflow
 # around kedro-mlflow's run: its status, its name, tags and catalog versions, and one nested child run per benchmark
-# method.
-HOOKS = (PreflightHook(), RunVersionsHook(), ModelSettingsHook(), RunStatusHook(), RunTagsHook(), MethodRunsHook())
+# method. On a shared tracking server, the experiment is created once however many workers start together.
+HOOKS = (
+    SharedExperimentHook(),
+    PreflightHook(),
+    RunVersionsHook(),
+    ModelSettingsHook(),
+    RunStatusHook(),
+    RunTagsHook(),
+    MethodRunsHook(),
+)
 
 # kedro-mlflow's KedroPipelineModel has an untyped `predict`; MLflow warns so when the class is defined, on every
 # `kedro run` and notebook session, about code that is not ours. MLflow turns that warning on inside the call

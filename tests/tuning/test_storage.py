@@ -1,8 +1,12 @@
-"""A journal storage that a killed worker cut short in the middle of a record does not wedge the study (issue 26)."""
+"""Opening the tune storage (issue 26): a journal that a killed worker cut short in the middle of a record does not
+wedge the study; workers that open a new PostgreSQL database at once all start."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
@@ -43,3 +47,15 @@ def test_a_journal_already_broken_mid_file_names_the_file_the_line_and_the_way_o
     )
     with pytest.raises(StorageError, match=message):
         open_storage(str(journal))
+
+
+def test_workers_that_open_a_new_postgresql_database_at_once_all_start(postgres):
+    """A job array's workers start together on a new database: each creates Optuna's tables, and PostgreSQL refuses
+    all but one (a duplicate type in its catalog). The others try again and find the tables."""
+    url = postgres.database("race")
+    start = time.time() + 8  # every process imported, then all open the database at that instant
+    opener = (f"import time; from flat_pipeline.tuning.study import open_storage; "
+              f"time.sleep(max(0, {start} - time.time())); open_storage({url!r})")  # fmt: skip
+    workers = [subprocess.Popen([sys.executable, "-c", opener], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    failures = [error[-2000:] for worker in workers if (error := worker.communicate()[1]) and worker.returncode]
+    assert failures == []

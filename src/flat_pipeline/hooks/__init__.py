@@ -7,5 +7,14 @@ from .preflight import PreflightHook
 from .run_status import RunStatusHook
 from .run_tags import RunTagsHook
 from .run_versions import RunVersionsHook
+from .shared_experiment import SharedExperimentHook
 
-__all__ = ["MethodRunsHook", "ModelSettingsHook", "PreflightHook", "RunStatusHook", "RunTagsHook", "RunVersionsHook"]
+__all__ = [
+    "MethodRunsHook",
+    "ModelSettingsHook",
+    "PreflightHook",
+    "RunStatusHook",
+    "RunTagsHook",
+    "RunVersionsHook",
+    "SharedExperimentHook",
+]

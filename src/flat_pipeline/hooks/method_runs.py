@@ -7,6 +7,10 @@ model. MLflow's compare and chart views then put FLAT and every baseline in one 
 the method's own merged parameters (`unlearn.learning_rate`, `unlearn.beta`, ...) and tags; the parent keeps the
 leaderboard. The active run switches when a node of another namespace starts (nodes of different methods may
 interleave), and every child is ended before kedro-mlflow ends the parent.
+
+Spread over processes (`benchmark_worker --namespaces ...`), each process's run gets its methods' children; the run of
+`benchmark_report`, which makes the leaderboard alone, then becomes the parent of the method runs whose summaries it
+read (`benchmark_runs.adopt_method_runs`), so that a benchmark is one parent with its methods in either case.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
 from mlflow.entities import RunStatus
 
+from flat_pipeline.benchmark_runs import adopt_method_runs
 from flat_pipeline.hooks.run_status import process_tags
 from flat_pipeline.hooks.run_tags import GIT_COMMIT_TAG, RUN_NAME_TAG
 from flat_pipeline.training.tracking import flatten, method_label
@@ -30,6 +35,7 @@ PARENT_TAG = "mlflow.parentRunId"
 METHOD_TAG = "method"
 BENCHMARK_METHOD_TAG = "benchmark_method"  # the namespace (flat_kl), beside `method` (flat-kl)
 # Tags of the parent that hold for each child too.
+LEADERBOARD_NODE = "leaderboard_node"
 INHERITED_TAGS = ("kedro_env", "kedro_pipelines", "benchmark_source", "forget_split", "model", GIT_COMMIT_TAG)
 
 
@@ -41,6 +47,7 @@ class MethodRunsHook:
         self._children: dict[str, str] = {}  # namespace -> run id
         self._parent: str | None = None
         self._current: str | None = None  # the namespace whose child run is active
+        self._adopts = False
 
     def _method_namespaces(self) -> tuple[str, ...]:
         if self._methods is None:
@@ -50,10 +57,15 @@ class MethodRunsHook:
         return self._methods
 
     @hook_impl
-    def before_pipeline_run(self) -> None:
+    def before_pipeline_run(self, pipeline: Any) -> None:
         self._children, self._current = {}, None
         active = mlflow.active_run()
         self._parent = active.info.run_id if active is not None else None
+        # a leaderboard made alone (benchmark_report, after benchmark_worker processes): it adopts the method runs
+        names = {node.name for node in pipeline.nodes}
+        self._adopts = LEADERBOARD_NODE in names and not any(
+            (node.namespace or "").split(".")[0] in self._method_namespaces() for node in pipeline.nodes
+        )
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
@@ -85,6 +97,10 @@ class MethodRunsHook:
     @hook_impl(tryfirst=True)
     def after_pipeline_run(self) -> None:
         self._leave_child(RunStatus.FINISHED)  # before kedro-mlflow ends the parent
+        if self._adopts and self._parent is not None:
+            adopted = adopt_method_runs(self._parent)
+            logger.info("MLflow: run %s is now the parent of the %d method runs behind its leaderboard: %s",
+                        self._parent, len(adopted), ", ".join(sorted(adopted.values())))  # fmt: skip
         self._parent = None
 
     @hook_impl(tryfirst=True)

@@ -154,9 +154,7 @@ def open_storage(storage: str, config: TuneConfig | None = None) -> Any:
         kwargs.update(heartbeat_interval=config.heartbeat_s, grace_period=config.grace_s,
                       failed_trial_callback=RerunDeadWorkersTrial(config.retries))  # fmt: skip
     try:
-        with warnings.catch_warnings():  # the heartbeat's arguments are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(storage, **kwargs)
+        return _rdb_storage(storage, kwargs)
     except ImportError as error:
         raise StorageError(
             f"tune storage {redacted(storage)}: its database driver is not installed ({error}). PostgreSQL: "
@@ -169,6 +167,27 @@ def open_storage(storage: str, config: TuneConfig | None = None) -> Any:
             f"database server runs and this machine reaches it, the user, password and database name in "
             f"tune.storage, or use a local one: tune.storage=sqlite:///<file>"
         ) from None
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any]) -> Any:
+    """Optuna's RDBStorage, which creates its tables in a new database. Workers of a job array that start together
+    on a new database create them at once, and all but one fail on PostgreSQL's catalog (a duplicate type or table):
+    those try again, finding the tables made."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # the heartbeat's arguments are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError, OperationalError) as error:
+            # SQLite says so with an OperationalError ("table ... already exists"), as it says "unable to open"
+            made_meanwhile = not isinstance(error, OperationalError) or "already exists" in str(error)
+            if attempt == 4 or not made_meanwhile:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def redacted(url: str) -> str:

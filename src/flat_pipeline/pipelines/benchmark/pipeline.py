@@ -1,8 +1,10 @@
 """benchmark pipeline: one namespaced unlearn + evaluate per method, then the leaderboard.
 
-The methods are `BENCHMARK_METHODS` (namespace -> its entry in `benchmark.methods`, parameters_benchmark.yml); run a
-subset with `kedro run --pipelines benchmark --namespaces flat_kl,npo` (the leaderboard then needs the others' latest
-summaries in the catalog).
+The methods are `BENCHMARK_METHODS` (namespace -> its entry in `benchmark.methods`, parameters_benchmark.yml).
+Spread over processes, GPUs or machines: `benchmark_worker` is the methods alone, each namespace with its own copy
+of the evaluation inputs (in-memory sets), so that `kedro run --pipelines benchmark_worker --namespaces flat_kl,npo`
+runs those two whole; `benchmark_report` then makes the leaderboard from the latest summaries of every method, and
+its MLflow run becomes the parent of the method runs that saved them (hooks/method_runs.py).
 
 A method's namespace keeps its datasets (`npo.unlearned_model`, `npo.evaluation_items`, ...) but for its evaluation
 summary, which the leaderboard reads: that one leaves the namespace as `benchmark_<method>_evaluation_summary`
@@ -44,8 +46,9 @@ def summary_of(method: str) -> str:
     return f"benchmark_{method}_evaluation_summary"
 
 
-def _method(name: str) -> Pipeline:
-    return Pipeline(
+def _method(name: str, *, own_inputs: bool = False) -> Pipeline:
+    """A method's nodes; `own_inputs`: with the evaluation sets and template pool built among them."""
+    return (evaluation_inputs() if own_inputs else Pipeline([])) + Pipeline(
         [
             Node(
                 func=update_wrapper(partial(method_parameters, name=name), method_parameters),
@@ -63,9 +66,20 @@ def _method(name: str) -> Pipeline:
                 name="method_record_node",
                 tags="evaluate",
             ),
-        ],
+        ]
+    )
+
+
+def _namespaced(name: str, *, own_inputs: bool = False) -> Pipeline:
+    """A method's namespace, whose one output (its evaluation summary) leaves it for the leaderboard."""
+    inputs = SHARED
+    if own_inputs:  # the evaluation inputs' own inputs instead of their outputs
+        built = evaluation_inputs()
+        inputs = (SHARED - built.all_outputs()) | {i for i in built.inputs() if not i.startswith("params:")}
+    return Pipeline(
+        _method(name, own_inputs=own_inputs),
         namespace=name,
-        inputs=SHARED,
+        inputs=inputs,
         outputs={"evaluation_summary": summary_of(name)},
         parameters={
             "params:unlearn",
@@ -77,15 +91,20 @@ def _method(name: str) -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    shared = evaluation_inputs()
+def worker_pipeline() -> Pipeline:
+    """Every method, each namespace whole (its evaluation inputs inside): run a share with `--namespaces`."""
+    return sum((_namespaced(name, own_inputs=True) for name in BENCHMARK_METHODS), Pipeline([]))
+
+
+def report_pipeline() -> Pipeline:
+    """The leaderboard from every method's latest summary in the catalog, whichever process saved it."""
     # argument name -> dataset: the leaderboard names each row after its argument (`npo_evaluation_summary` -> npo)
     summaries = {
         "original_evaluation_summary": "original_evaluation_summary",
         "retain_evaluation_summary": "retain_evaluation_summary",
         **{f"{name}_evaluation_summary": summary_of(name) for name in BENCHMARK_METHODS},
     }
-    board = Pipeline(
+    return Pipeline(
         [
             Node(
                 func=leaderboard,
@@ -103,4 +122,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             )
         ]
     )
-    return shared + sum((_method(name) for name in BENCHMARK_METHODS), Pipeline([])) + board
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    methods = sum((_namespaced(name) for name in BENCHMARK_METHODS), Pipeline([]))
+    return evaluation_inputs() + methods + report_pipeline()
