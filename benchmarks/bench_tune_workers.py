@@ -3,7 +3,7 @@
 how long a worker killed with SIGKILL in the middle of a trial costs: from the kill to its trial's re-run by the other
 worker, with the default heartbeat (60 s) and grace period (180 s).
 
-    .venv/bin/python benchmarks/bench_tune_workers.py
+    .venv/bin/python benchmarks/bench_tune_workers.py [--n-trials 3] [--no-kill]
 
 Runs `kedro run --env test` first if the test environment has no original model. PostgreSQL is the `pgserver` wheel's
 (`make install` puts it in .venv), in a temporary folder; MLflow logs to a temporary store. Run it on a quiet machine.
@@ -29,9 +29,10 @@ METHODS = ["flat_kl", "npo"]  # conf/test/parameters_tune.yml
 N_TRIALS = 3
 
 
-def kedro_worker(storage: str, name: str, worker: int, threads: int, env: dict[str, str], **extra) -> subprocess.Popen:
-    params = ",".join(f"{k}={v}" for k, v in {"tune.storage": storage, "tune.study_name": name, "tune.worker": worker,
-                                              "tune.num_threads": threads, **extra}.items())  # fmt: skip
+def kedro_worker(storage: str, name: str, worker: int, threads: int, env: dict[str, str]) -> subprocess.Popen:
+    settings = {"tune.storage": storage, "tune.study_name": name, "tune.worker": worker, "tune.num_threads": threads,
+                "tune.n_trials": N_TRIALS}  # fmt: skip
+    params = ",".join(f"{key}={value}" for key, value in settings.items())
     return subprocess.Popen(
         [KEDRO, "run", "--env", "test", "--pipelines", "tune_worker", "--params", params],
         cwd=PROJECT,
@@ -86,7 +87,16 @@ def dead_worker_delay(storage: str, name: str, env: dict[str, str]) -> dict[str,
 
 
 def main() -> None:
+    import argparse
+
     import pgserver
+
+    global N_TRIALS  # noqa: PLW0603  the workers' tune.n_trials and the kill test's budget
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-trials", type=int, default=N_TRIALS, help="search trials per method (conf/test: 3)")
+    parser.add_argument("--no-kill", action="store_true", help="skip the dead worker's measurement (3 to 4 minutes)")
+    args = parser.parse_args()
+    N_TRIALS = args.n_trials
 
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if not any((PROJECT / "data/test/06_models/original_model").glob("*")):
@@ -104,14 +114,16 @@ def main() -> None:
             for kind, storage in storages.items():
                 seconds = {n: timed_tune(storage, f"bench_{kind}_{n}_{stamp}", n, env) for n in (1, 2)}
                 rows.append((kind, seconds[1], seconds[2]))
-            dead = dead_worker_delay(storages["SQLite"], f"bench_dead_{stamp}", env)
+            dead = None if args.no_kill else dead_worker_delay(storages["SQLite"], f"bench_dead_{stamp}", env)
         finally:
             server.cleanup()
     print(f"test environment's tune: {len(METHODS)} methods x {N_TRIALS} search trials + 2 seed re-runs each; 1 worker "
-          "of 2 torch threads against 2 workers of 1 thread\n")  # fmt: skip
+          "of 2 torch threads against 2 workers of 1 thread; each a `kedro run` (start-up included)\n")  # fmt: skip
     print("| storage | 1 worker | 2 workers | speed-up |\n|---|---|---|---|")
     for kind, one, two in rows:
         print(f"| {kind} | {one:.1f} s | {two:.1f} s | {one / two:.2f}x |")
+    if dead is None:
+        return
     print(f"\nworker killed (SIGKILL) 2 s into its first trial, heartbeat 60 s, grace 180 s (the defaults), SQLite: "
           f"its trial started again on the other worker {dead['delay']:.0f} s after the kill; the survivor's wall time "
           f"{dead['wall']:.0f} s")  # fmt: skip

@@ -41,17 +41,11 @@ def test_two_processes_finetune_like_one_at_the_same_effective_batch(tiny_model_
     rows = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["forget10"]])
     model = {"source": "pretrained", "name_or_path": str(tiny_model_dir)}
     training = {"learning_rate": 5e-3, "num_train_epochs": 2, "logging_steps": 1, "group_by_length": False}
-    one, one_history = finetune_from_params(
-        rows, None, model, {"training": {**training, "per_device_train_batch_size": 8}}
-    )
+    # one setting for both: 8 examples a step, however many processes share them (issue 27)
+    training = {**training, "effective_batch_size": 8, "per_device_train_batch_size": 8}
+    one, one_history = finetune_from_params(rows, None, model, {"training": training})
     two, two_history = finetune_from_params(
-        rows,
-        None,
-        model,
-        {
-            "training": {**training, "per_device_train_batch_size": 4},
-            "launch": {"num_processes": 2, "main_process_port": 29531},
-        },
+        rows, None, model, {"training": training, "launch": {"num_processes": 2, "main_process_port": 29531}}
     )
     assert len(curve(one_history, "train_loss")) == 10  # 40 rows / 8 a step x 2 epochs
     assert curve(two_history, "train_loss") == pytest.approx(curve(one_history, "train_loss"), abs=TOLERANCE)
@@ -71,19 +65,12 @@ def test_two_processes_unlearn_like_one_at_the_same_effective_batch(tiny_model_d
         }
     )
     retain = Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for r in small_world["retain90"]])
-    settings = {"method": "npo", "learning_rate": 1e-3, "num_train_epochs": 2}
-    _, one_history = unlearn(
-        load_causal_lm(str(tiny_model_dir)),
-        rows,
-        UnlearnConfig(**settings, per_device_train_batch_size=8),
-        retain_rows=retain,
-    )
+    settings = {"method": "npo", "learning_rate": 1e-3, "num_train_epochs": 2, "effective_batch_size": 8}
+    _, one_history = unlearn(load_causal_lm(str(tiny_model_dir)), rows, UnlearnConfig(**settings), retain_rows=retain)
     _, two_history = unlearn(
         load_causal_lm(str(tiny_model_dir)),
         rows,
-        UnlearnConfig(
-            **settings, per_device_train_batch_size=4, launch={"num_processes": 2, "main_process_port": 29532}
-        ),
+        UnlearnConfig(**settings, launch={"num_processes": 2, "main_process_port": 29532}),
         retain_rows=retain,
     )
     # The loss curve only: Adam divides each update by the gradient's running scale, so for weights whose gradient

@@ -1,5 +1,6 @@
 """What a run is, on the MLflow run itself: a name that says what ran, tags to filter and group by, the catalog
-versions it loaded and saved, and (behind `tracking.log_unlearned_model`) the unlearned model as an MLflow model.
+versions it loaded and saved with the sha256 of each input, what produced it (packages, hardware, numerics:
+flat_pipeline.run_record), and (behind `tracking.log_unlearned_model`) the unlearned model as an MLflow model.
 
 kedro-mlflow opens the run in its `before_pipeline_run`; this hook's wraps it (as RunStatusHook's does) and names
 and tags the run once it is open. Dataset versions are tagged on the run that is active when the dataset is loaded
@@ -8,6 +9,7 @@ or saved: a benchmark method's own child run for its models (hooks/method_runs.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shlex
@@ -22,6 +24,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset
 from kedro.pipeline.node import Node
 
+from flat_pipeline.run_record import SHA256_PREFIX, artifact_sha256, record_tags
 from flat_pipeline.training.tracking import method_label
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,10 @@ logger = logging.getLogger(__name__)
 # MLflow's own key for the commit (its UI shows it on the run page)
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_NAME_TAG = "mlflow.runName"
+DIFF_TAG = "source.diff_sha256"
+RUN_FILTERS_TAG = "kedro_run_filters"
+RUN_FILTERS = ("namespaces", "node_names", "tags", "from_nodes", "to_nodes", "from_inputs", "to_outputs",
+               "load_versions", "only_missing_outputs")  # fmt: skip
 MODEL_ARTIFACT = "unlearned_model"
 
 
@@ -54,11 +61,28 @@ def run_tags(run_params: Mapping[str, Any], params: Mapping[str, Any], env: str)
         "seed": str(unlearn.get("seed")),
         "command": shlex.join(sys.argv),
         "runtime_params": json.dumps(run_params.get("runtime_params") or {}, sort_keys=True, default=str),
+        # what `kedro run` selected beyond the pipelines, for `kedro reproduce`
+        RUN_FILTERS_TAG: json.dumps(
+            {key: run_params.get(key) for key in RUN_FILTERS if run_params.get(key)}, sort_keys=True, default=str
+        ),  # fmt: skip
     }
-    commit = git_commit(Path(run_params.get("project_path") or "."))
+    folder = Path(run_params.get("project_path") or ".")
+    commit = git_commit(folder)
     if commit:
         tags[GIT_COMMIT_TAG] = commit
+        if commit.endswith("-dirty"):  # which uncommitted changes: two dirty runs of one commit can differ
+            tags[DIFF_TAG] = git_diff_sha256(folder) or "unknown"
     return {key: value[:5000] for key, value in tags.items()}
+
+
+def git_diff_sha256(folder: Path) -> str | None:
+    """sha256 of the tracked files' changes against the commit (`git diff HEAD`)."""
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=folder, capture_output=True, check=True,
+                              timeout=30).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return hashlib.sha256(diff).hexdigest()
 
 
 def git_commit(folder: Path) -> str | None:
@@ -82,6 +106,7 @@ class RunTagsHook:
     def __init__(self) -> None:
         self._catalog: Any = None
         self._params: dict[str, Any] = {}
+        self._hashed: set[str] = set()
 
     @hook_impl(hookwrapper=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> Generator[None]:
@@ -89,14 +114,20 @@ class RunTagsHook:
         self._catalog = catalog
         self._params = catalog.load("parameters")
         env = run_params.get("env") or "local"
+        self._hashed = set()
         if mlflow.active_run() is not None:
             mlflow.set_tags({RUN_NAME_TAG: run_name(run_params.get("pipeline_names"), self._params, env)})
             mlflow.set_tags(run_tags(run_params, self._params, env))
+            mlflow.set_tags(record_tags(self._params.get("model") or {}))
         return result
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any, node: Node) -> None:
-        self._tag_version("loaded", dataset_name)
+        path = self._tag_version("loaded", dataset_name)
+        name = dataset_name.split("@", 1)[0]
+        if path is not None and name not in self._hashed and Path(path).exists():
+            self._hashed.add(name)  # the active run's input, once per run (a child run's inputs on the child)
+            mlflow.set_tag(f"{SHA256_PREFIX}{name}", artifact_sha256(Path(path)))
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:

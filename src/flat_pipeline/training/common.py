@@ -62,6 +62,7 @@ def check_optimizer_settings(config: Any, block: str, with_min_lr: bool = False)
     check_number(f"{block}.num_train_epochs", config.num_train_epochs, above=0)
     for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length"):
         check_number(f"{block}.{name}", getattr(config, name), minimum=1, integer=True)
+    check_number(f"{block}.effective_batch_size", config.effective_batch_size, minimum=1, integer=True, optional=True)
     check_number(f"{block}.seed", config.seed, minimum=0, below=2**32, integer=True)  # numpy's seed range
 
 
@@ -94,6 +95,42 @@ def training_arguments(config: Any, output_dir: str, **overrides: Any) -> Any:
         kwargs.update(use_cpu=True, ddp_backend="gloo")  # launched processes on a machine without GPUs
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def with_effective_batch(config: Any, processes: int, block: str) -> Any:
+    """`config` with the per-device batch and gradient accumulation that make its `effective_batch_size` (the
+    examples of one optimiser step over all processes) on `processes` processes; `config` itself when it sets none.
+
+    `per_device_train_batch_size` is then the most one device takes: the accumulation is the fewest steps that keep
+    each device at or under it, the per-device batch what those steps share. The same settings thus give the same
+    optimiser steps on 1, 2 or 8 GPUs; the same call in each launched process gives the same answer."""
+    from dataclasses import replace
+
+    effective = config.effective_batch_size
+    if effective is None:
+        return config
+    per_process, remainder = divmod(effective, processes)
+    if remainder:
+        raise ParameterError(
+            f"parameter {block}.effective_batch_size: {effective} examples per step cannot be shared equally by "
+            f"{processes} processes ({block.partition('.')[0]}.launch.num_processes); use a multiple of {processes}"
+        )
+    accumulation = math.ceil(per_process / config.per_device_train_batch_size)
+    while per_process % accumulation:
+        accumulation += 1
+    return replace(config, per_device_train_batch_size=per_process // accumulation,
+                   gradient_accumulation_steps=accumulation)  # fmt: skip
+
+
+def batch_record(config: Any, processes: int) -> dict[str, int]:
+    """How a training's optimiser steps are made (MLflow parameters `train/<job>/...`)."""
+    per_device, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    return {
+        "num_processes": processes,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": accumulation,
+        "effective_batch_size": per_device * accumulation * processes,
+    }
 
 
 def process_count() -> int:

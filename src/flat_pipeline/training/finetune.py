@@ -28,14 +28,17 @@ from flat_pipeline.scoring import answer_logits, score_answers
 from flat_pipeline.training.checkpoints import owned_output_dir
 from flat_pipeline.training.common import (
     History,
+    batch_record,
     check_max_length,
     check_optimizer_settings,
     checkpointing,
     history_from_log,
     in_launched_process,
     is_main_process,
+    process_count,
     save_trained,
     training_arguments,
+    with_effective_batch,
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
 from flat_pipeline.training.guards import (
@@ -47,7 +50,7 @@ from flat_pipeline.training.guards import (
     first_rows,
     guarded_trainer,
 )
-from flat_pipeline.training.tracking import curves_callback, log_training_metrics
+from flat_pipeline.training.tracking import curves_callback, log_training_metrics, log_training_params
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +71,9 @@ class FinetuneConfig:
     lr_scheduler_type: str = "cosine_with_min_lr"
     min_lr_rate: float = 0.1  # cosine decays to this fraction of learning_rate
     num_train_epochs: float = 25
-    per_device_train_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
+    per_device_train_batch_size: int = 32  # with effective_batch_size: the most one device takes
+    gradient_accumulation_steps: int = 1  # with effective_batch_size: derived
+    effective_batch_size: int | None = None  # examples per optimiser step over all processes, whatever their number
     max_grad_norm: float = 1.0
     divergence_factor: float = DIVERGENCE_FACTOR  # stop when |loss| or the gradient norm grows this much over its
     loss_limit: float = LOSS_LIMIT  # running median, or |loss| passes this limit (training/guards.py)
@@ -195,6 +199,10 @@ def finetune(
     and CheckpointMismatch when `config.output_dir` holds another training's checkpoints.
     """
     lora, prompt = lora or LoraSettings(), prompt or PromptFormat()
+    processes = launch.num_processes if launch is not None and launch.num_processes > 1 else process_count()
+    config = with_effective_batch(config, processes, "finetune.training")
+    if not in_launched_process():
+        log_training_params(track_as, batch_record(config, processes))
     if launch is not None and launch.num_processes > 1:  # each process comes back here without `launch`
         bundle, history = run_launched(
             "finetune", bundle, {"train": train_rows}, config, launch,

@@ -45,6 +45,19 @@ def log_training_metrics(job: str | None, values: Mapping[str, float], step: int
         _log_batch({metric_key(job, name): value for name, value in values.items()}, step)
 
 
+def log_training_params(job: str | None, values: Mapping[str, Any]) -> None:
+    """Log `values` as parameters `train/<job>/<name>` of the active run (how its optimiser steps were made: the
+    process count and the batch they make); nothing without a job or run."""
+    run_id = active_run_id() if job else None
+    if run_id is None:
+        return
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    params = [Param(metric_key(job, name), str(value)) for name, value in values.items()]
+    MlflowClient().log_batch(run_id, params=params, synchronous=True)
+
+
 def log_trajectory_metrics(values: Mapping[str, float], step: int) -> None:
     """Log the finite `values` of a mid-training evaluation at optimiser step `step` as `trajectory/<name>` into the
     active run (its own section in MLflow, beside `train/` and the final evaluation's); nothing without a run."""

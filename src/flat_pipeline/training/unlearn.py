@@ -32,14 +32,17 @@ from flat_pipeline.templates import PAIRINGS, pick_template
 from flat_pipeline.training.checkpoints import owned_output_dir
 from flat_pipeline.training.common import (
     History,
+    batch_record,
     check_max_length,
     check_optimizer_settings,
     checkpointing,
     history_from_log,
     in_launched_process,
     is_main_process,
+    process_count,
     save_trained,
     training_arguments,
+    with_effective_batch,
 )
 from flat_pipeline.training.fingerprint import checkpoint_to_resume, fingerprint, start_model_identity
 from flat_pipeline.training.guards import (
@@ -51,7 +54,7 @@ from flat_pipeline.training.guards import (
     guarded_trainer,
 )
 from flat_pipeline.training.methods import LOSS_FORMS, METHODS, SHARED_DEFAULTS, Method
-from flat_pipeline.training.tracking import curves_callback
+from flat_pipeline.training.tracking import curves_callback, log_training_params
 from flat_pipeline.training.trajectory import Trajectory, TrajectoryConfig
 
 logger = logging.getLogger(__name__)
@@ -83,8 +86,9 @@ class UnlearnConfig:
     warmup_steps: float = 0  # steps; a float in [0, 1): a share of all steps (FLAT on HP: one of 5 epochs, 0.2)
     lr_scheduler_type: str = "constant"
     num_train_epochs: float = 5
-    per_device_train_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
+    per_device_train_batch_size: int = 32  # with effective_batch_size: the most one device takes
+    gradient_accumulation_steps: int = 1  # with effective_batch_size: derived
+    effective_batch_size: int | None = None  # examples per optimiser step over all processes, whatever their number
     max_grad_norm: float = 1.0
     divergence_factor: float = DIVERGENCE_FACTOR  # stop when |loss| or the gradient norm grows this much over its
     loss_limit: float = LOSS_LIMIT  # running median, or |loss| passes this limit (training/guards.py)
@@ -319,6 +323,11 @@ def unlearn(
     FloatingPointError on a non-finite loss or gradient norm, TrainingError on a collapsed model, and
     CheckpointMismatch when `config.output_dir` holds another training's checkpoints.
     """
+    launched = config.launch_settings.num_processes
+    processes = launched if launched > 1 else process_count()
+    config = with_effective_batch(config, processes, "unlearn")
+    if not in_launched_process():
+        log_training_params(track_as, batch_record(config, processes))
     spec, lora, prompt = config.spec, config.lora_settings, prompt or PromptFormat()
     if spec.needs_retain and (retain_rows is None or len(retain_rows) == 0):
         raise ValueError(f"unlearn method '{config.method}' needs retain data, and the retain set is empty")
