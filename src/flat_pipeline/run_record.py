@@ -93,12 +93,15 @@ def record_tags(model_params: Mapping[str, Any]) -> dict[str, str]:
 
 
 def artifact_sha256(path: Path) -> str:
-    """sha256 of a file's bytes; of a folder, over its files' relative paths and bytes, in sorted order."""
+    """sha256 of a file's bytes; of a folder, over its files' relative paths and bytes, in sorted order. Hugging Face
+    datasets' `cache-*.arrow` files are left out: `Dataset.map` on a loaded dataset writes them into its folder, after
+    it was saved and hashed, and they are derived from the files that are hashed."""
     path = Path(path)
     if path.is_file():
         return _file_sha256(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    files = (p for p in path.rglob("*") if p.is_file() and not (p.name.startswith("cache-") and p.suffix == ".arrow"))
+    for file in sorted(files):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(file).encode() + b"\n")
     return digest.hexdigest()
 
