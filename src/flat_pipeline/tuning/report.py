@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from flat_pipeline.metrics.tofu import log10_forget_quality
-from flat_pipeline.tuning.study import SEARCH, SEEDS, TuneConfig, open_storage, study_name, trial_records
+from flat_pipeline.tuning.study import SEARCH, SEEDS, TuneConfig, open_storage, redacted, study_name, trial_records
 
 # Columns that are p-values spanning decades (forget_quality: 1e-120 to 1), and their log10: seeds are averaged and
 # charted on that scale, where an arithmetic mean would be the largest seed's share of it.
@@ -144,6 +144,9 @@ def tuned_markdown(
            f"cells are mean ± standard deviation over those re-runs, not over the search trial it was picked on."),
         "- `trials`: search trials run, `failed`: raised an error (diverged, collapsed, wrecked, or another), `above "
         "floor`: trials that met the floor; a method marked ▼ met it with no trial and shows the one nearest to it.",
+        f"- Behind each row: Optuna studies `{config.study_name}.<method>` (search) and `{config.study_name}.<method>"
+        f".seeds` (re-runs) in {redacted(config.storage)}; every trial's MLflow run id is in `tune_trials.csv` "
+        "(`mlflow_run_id`).",
         "",
         "| method | setting | trials | failed | above floor | " + " | ".join(columns) + " |",
         "|" + "---|" * (5 + len(columns)),

@@ -58,4 +58,9 @@ def test_a_methods_record_is_its_summary_with_its_training_steps_and_items_per_s
     summary = {"model": "m", "metrics": {"forget_quality": 0.5}}
     items = pd.DataFrame({"set": ["forget", "forget", "retain"], "index": [0, 1, 0]})
     record = method_record(summary, items, {"unlearn_loss": [3.0, 2.5, 2.0], "grad_norm": [1.0, 1.0, 1.0]})
-    assert record == {**summary, "training": {"steps": 3, "last_loss": 2.0}, "items": {"forget": 2, "retain": 1}}
+    assert record == {
+        **summary,
+        "training": {"steps": 3, "last_loss": 2.0},
+        "items": {"forget": 2, "retain": 1},
+        "mlflow_run_id": None,
+    }  # no MLflow run here

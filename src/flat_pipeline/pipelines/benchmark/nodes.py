@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from flat_pipeline.pipelines.evaluate.nodes import evaluate
+from flat_pipeline.training.tracking import active_run_id
 
 # Default leaderboard columns (`benchmark.leaderboard.columns`), in order: open-unlearning's TOFU headline numbers,
 # then what tells templated answers apart.
@@ -68,6 +69,8 @@ def method_record(summary: dict[str, Any], items: pd.DataFrame, history: dict[st
         **summary,
         "training": {"steps": len(losses), "last_loss": losses[-1] if losses else None},
         "items": {str(name): int(count) for name, count in per_set.items()},
+        # the MLflow run that holds this method's numbers (its child run): `kedro reproduce <id>` makes them again
+        "mlflow_run_id": active_run_id(),
     }
 
 
@@ -95,6 +98,7 @@ def leaderboard(
         name = key.removesuffix("_evaluation_summary").removesuffix(".evaluation_summary")
         row = {"method": name, **{column: summary["metrics"].get(column, math.nan) for column in columns}}
         row["kind"] = "reference" if name in ("original", "retain") else "unlearned"
+        row["mlflow_run_id"] = summary.get("mlflow_run_id")
         rows.append(row)
     # ties (methods that barely moved share a forget_quality) broken by model_utility, where reported
     keys = ["kind", sort_by, *(["model_utility"] if "model_utility" in columns and sort_by != "model_utility" else [])]
@@ -119,6 +123,9 @@ def _markdown(table: pd.DataFrame, columns: list[str], board: dict[str, Any], ti
     for _, row in table.iterrows():
         cells = [str(row["method"])] + [_format(row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
+    runs = [f"{row['method']}: {row['mlflow_run_id']}" for _, row in table.iterrows() if row.get("mlflow_run_id")]
+    if runs:
+        lines += ["", "MLflow runs behind each row (`kedro reproduce <run id>` makes them again): " + "; ".join(runs)]
     return "\n".join(lines) + "\n"
 
 
