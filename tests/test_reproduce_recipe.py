@@ -1,5 +1,5 @@
 """What `kedro reproduce` reads from a run and how it compares (flat_pipeline.reproduce), on runs written straight into
-an MLflow store: a benchmark method's child run, the code check, the metric table."""
+an MLflow store: a benchmark method's child run, a tune trial, the code check, the metric table."""
 
 from __future__ import annotations
 
@@ -42,16 +42,33 @@ def test_a_benchmark_child_is_rerun_as_its_namespace_alone_with_the_inputs_of_bo
 
     recipe = recipe_of(child, client)
     assert recipe.pipelines == ["benchmark_worker"] and recipe.filters == {"namespaces": ["npo"]}
+    assert recipe.child_tags == {"benchmark_method": "npo"}
     assert recipe.env == "test" and recipe.runtime_params == {"unlearn": {"seed": 3}} and recipe.commit == "abc123"
     assert recipe.load_versions == {"benchmark_splits": VERSION, "original_model": VERSION}
     assert recipe.metrics == {"forget_quality": [0.25], "train/unlearn/loss": [3.0, 2.0]}
 
 
-def test_a_tune_trial_and_a_run_of_another_tool_are_refused_with_the_reason(client):
+def test_a_tune_trial_is_rerun_alone_by_its_worker_with_tune_replay(client):
     experiment = client.create_experiment("recipes")
-    trial = client.create_run(experiment, tags={"tune_phase": "search", "tune_study": "tune.npo", "tune_trial": "2"})
-    with pytest.raises(ReproduceError, match=r"is a tune trial \(tune.npo, trial 2\)"):
-        recipe_of(trial.info.run_id, client)
+    worker = client.create_run(experiment, tags={
+        "kedro_env": "test", "kedro_pipelines": "tune_worker", "mlflow.source.git.commit": "abc123",
+        "runtime_params": json.dumps({"tune": {"storage": "sqlite:///t.db", "worker": 1}}),
+        "loaded/original_model": _path("original_model"),
+    }).info.run_id  # fmt: skip
+    trial = client.create_run(experiment, tags={
+        "mlflow.parentRunId": worker, "benchmark_method": "npo", "tune_phase": "search", "tune_trial": "2",
+        "tune_study": "tune.npo", "kedro_env": "test",
+    }).info.run_id  # fmt: skip
+    recipe = recipe_of(trial, client)
+    assert recipe.pipelines == ["tune_worker"] and recipe.filters == {}
+    replay = {"method": "npo", "phase": "search", "trial": 2}
+    assert recipe.runtime_params == {"tune": {"storage": "sqlite:///t.db", "worker": 1, "replay": replay}}
+    assert recipe.child_tags == {"benchmark_method": "npo", "tune_phase": "search", "tune_trial": "2"}
+    assert recipe.load_versions == {"original_model": VERSION}
+
+
+def test_a_run_of_another_tool_or_an_unknown_id_is_refused_with_the_reason(client):
+    experiment = client.create_experiment("recipes")
     other = client.create_run(experiment).info.run_id
     with pytest.raises(ReproduceError, match="was not made by `kedro run` of this project"):
         recipe_of(other, client)

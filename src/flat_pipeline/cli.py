@@ -3,8 +3,9 @@
     kedro reproduce <MLflow run id> [--allow-code-change]
 
 re-runs what the run ran (flat_pipeline.reproduce: its environment, pipelines, runtime parameters, filters, and every
-input at the version it read), then compares every metric with the original's and writes the table to the console
-and to the new run (`reproduction.md`, metric `reproduction.largest_difference`, tag `reproduces`).
+input at the version it read; a benchmark method's run or a tune trial alone), then compares every metric with the
+original's and writes the table to the console and to the new run (`reproduction.md`, metric
+`reproduction.largest_difference`, tag `reproduces`).
 """
 
 from __future__ import annotations
@@ -75,11 +76,12 @@ def reproduce(run_id: str, allow_code_change: bool) -> None:
     if new_run is None:
         raise click.ClickException("the re-run opened no MLflow run")
     target = new_run.info.run_id
-    if recipe.method:  # the method's child run of the new run
-        children = client.search_runs(
-            [new_run.info.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{target}' and tags.benchmark_method = '{recipe.method}'",
-        )
+    if recipe.child_tags:  # the method's or trial's child run of the new run
+        wanted = " and ".join(f"tags.{key} = '{value}'" for key, value in recipe.child_tags.items())
+        found = f"tags.`mlflow.parentRunId` = '{target}' and {wanted}"
+        children = client.search_runs([new_run.info.experiment_id], found)
+        if not children:
+            raise click.ClickException(f"the re-run {target} has no child run with {recipe.child_tags}")
         target = children[0].info.run_id
     comparison = compare(recipe.metrics, metric_histories(client, target, client.get_run(target).data.metrics))
     table = comparison.markdown(run_id, target)

@@ -3,7 +3,8 @@ runtime parameters, the `kedro run` filters, the input versions it loaded, the c
 (hooks/run_tags.py), and the metrics of a re-run compared with the original's, value by value.
 
 `kedro reproduce <run id>` (flat_pipeline.cli) runs it. A benchmark method's child run is reproduced by running that
-method's namespace alone (`benchmark_worker --namespaces <method>`) with the inputs its run read.
+method's namespace alone (`benchmark_worker --namespaces <method>`) with the inputs its run read; a tune trial by
+running that trial alone again (`tune_worker` with `tune.replay`), with the settings it drew, outside its study.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Recipe:
     load_versions: dict[str, str]  # every input the run read but did not write -> the version it read
     commit: str | None
     diff_sha256: str | None
-    method: str | None = None  # a benchmark method's child run: its namespace
+    child_tags: dict[str, str] = field(default_factory=dict)  # a child run (method, trial): its tags in the re-run
     metrics: dict[str, list[float]] = field(default_factory=dict)  # every metric's history, in step order
 
 
@@ -52,34 +53,34 @@ def recipe_of(run_id: str, client: MlflowClient | None = None) -> Recipe:
     except Exception as error:  # noqa: BLE001  MLflow raises its own error for an unknown id
         raise ReproduceError(f"no MLflow run {run_id} in {client.tracking_uri}: {error}") from None
     tags = run.data.tags
-    if "tune_phase" in tags:
-        raise ReproduceError(
-            f"run {run_id} is a tune trial ({tags.get('tune_study')}, trial {tags.get('tune_trial')}): reproduce its "
-            f"worker's whole study with a new tune.study_name, or its setting alone with `kedro run --pipelines "
-            f"unlearn,evaluate_unlearned --params ...` (its parameters are on the run)"
-        )
     parent = client.get_run(tags[PARENT_TAG]) if PARENT_TAG in tags else None
+    trial = "tune_phase" in tags and parent is not None
     method = tags.get("benchmark_method") if parent is not None else None
     top = parent if method else run
     if "kedro_env" not in top.data.tags:
         raise ReproduceError(f"run {run_id} was not made by `kedro run` of this project (no kedro_env tag)")
-    family = [run, parent] if method else [run]
-    if method:
-        pipelines, filters = ["benchmark_worker"], {"namespaces": [method]}
+    runtime_params = json.loads(top.data.tags.get("runtime_params") or "{}")
+    if trial:  # the worker's run, with that one trial replayed
+        pipelines, filters = ["tune_worker"], {}
+        replay = {"method": method, "phase": tags["tune_phase"], "trial": int(tags["tune_trial"])}
+        runtime_params = {**runtime_params, "tune": {**(runtime_params.get("tune") or {}), "replay": replay}}
+        child_tags = {"benchmark_method": method, "tune_phase": tags["tune_phase"], "tune_trial": tags["tune_trial"]}
+    elif method:
+        pipelines, filters, child_tags = ["benchmark_worker"], {"namespaces": [method]}, {"benchmark_method": method}
     else:
         pipelines = top.data.tags.get("kedro_pipelines", "__default__").split(",")
-        filters = json.loads(top.data.tags.get("kedro_run_filters") or "{}")
+        filters, child_tags = json.loads(top.data.tags.get("kedro_run_filters") or "{}"), {}
         filters.pop("load_versions", None)  # pinned below with every other input
     return Recipe(
         run_id=run_id,
         env=top.data.tags["kedro_env"],
         pipelines=pipelines,
-        runtime_params=json.loads(top.data.tags.get("runtime_params") or "{}"),
+        runtime_params=runtime_params,
         filters=filters,
-        load_versions=input_versions([r.data.tags for r in family]),
+        load_versions=input_versions([r.data.tags for r in ([run, parent] if method else [run])]),
         commit=top.data.tags.get(COMMIT_TAG),
         diff_sha256=top.data.tags.get(DIFF_TAG),
-        method=method,
+        child_tags=child_tags,
         metrics=metric_histories(client, run_id, run.data.metrics),
     )
 

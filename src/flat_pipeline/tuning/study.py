@@ -70,6 +70,7 @@ class TuneConfig:
     heartbeat_s: int = 60  # RDB storages: a running trial's heartbeat interval
     grace_s: int | None = None  # RDB storages: a trial without heartbeat this long lost its worker; None: 3 x heartbeat
     retries: int = 1  # re-runs of a trial whose worker died (each in the same slot, with the same settings)
+    replay: Mapping[str, Any] | None = None  # {method, phase, trial}: run that trial of the storage again, alone
     block: InitVar[str] = "tune"
 
     def __post_init__(self, block: str) -> None:
@@ -90,6 +91,17 @@ class TuneConfig:
         if self.grace_s is None:
             self.grace_s = 3 * self.heartbeat_s
         check_number(f"{block}.retries", self.retries, minimum=0, integer=True)
+        if self.replay is not None:
+            keys = {"method", "phase", "trial"}
+            if (
+                not isinstance(self.replay, Mapping)
+                or set(self.replay) != keys
+                or self.replay["phase"] not in (SEARCH, SEEDS)
+            ):
+                raise ParameterError(
+                    f"parameter {block}.replay: expected {{method, phase: {SEARCH} | {SEEDS}, trial}}, got "
+                    f"{self.replay!r}"
+                )
         sampler_keys = {"seed", "n_startup_trials"}
         if not isinstance(self.sampler, Mapping) or set(self.sampler) - sampler_keys:
             raise ParameterError(
@@ -343,6 +355,43 @@ def run_worker(
             finish(method, SEARCH)
     trials = [{k: v for k, v in t.items() if k != "failure"} for t in ran]
     return {"worker": me, "storage": redacted(config.storage), "study_name": config.study_name, "trials": trials}
+
+
+def replay_trial(
+    data: TrialData,
+    config: TuneConfig,
+    method_params: Mapping[str, Mapping[str, Any]],
+    original_metrics: Mapping[str, float],
+) -> dict[str, Any]:
+    """Run one finished trial of the storage again (`config.replay`: method, phase, trial slot) with the settings it
+    drew, outside its study (an in-memory one of the same name: the storage is left as it is), as a nested MLflow run
+    with the trial's tags; `kedro reproduce` compares its metrics with the original trial's. Returns the worker summary
+    with that one trial and its metrics."""
+    import optuna
+    import torch
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    method, phase, slot = config.replay["method"], config.replay["phase"], int(config.replay["trial"])
+    if method not in method_params:
+        raise ParameterError(f"parameter tune.replay.method: {method!r} is not a tuned method ({list(method_params)})")
+    name = study_name(config, method, phase)
+    records = {r["number"]: r for r in trial_records(open_storage(config.storage), name, 10**9)}
+    if slot not in records:
+        raise ParameterError(f"parameter tune.replay.trial: study '{name}' in {redacted(config.storage)} has no "
+                             f"trial {slot} (it has {sorted(records)})")  # fmt: skip
+    rule = config.selection
+    floor = rule.floor(original_metrics) if rule.mode == "constrained" else None
+    directions = [rule.direction, "maximize"] if rule.mode == "pareto" and phase == SEARCH else [rule.direction]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, directions=directions)
+    trial = study.ask()
+    ran = _run_trial(data, config, method, method_params[method], study, trial, slot, records[slot]["drawn"], phase,
+                     floor=floor)  # fmt: skip
+    replayed = {k: v for k, v in ran.items() if k != "failure"}
+    replayed["metrics"] = study.trials[0].user_attrs.get("metrics", {})
+    return {"worker": worker_id(), "storage": redacted(config.storage), "study_name": config.study_name,
+            "trials": [replayed], "replay_of": dict(config.replay)}  # fmt: skip
 
 
 def _budget(config: TuneConfig, phase: str) -> int:

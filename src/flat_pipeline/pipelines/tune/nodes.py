@@ -16,6 +16,7 @@ from flat_pipeline.pipelines.evaluate.nodes import evaluate
 from flat_pipeline.prompts import PromptFormat
 from flat_pipeline.tuning import TrialData, TuneConfig, run_worker
 from flat_pipeline.tuning.report import collect, tradeoff_figure, tuned_markdown, tuned_table
+from flat_pipeline.tuning.study import replay_trial
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ def tune_worker(
             bundle, evaluation_sets, template_pool, retain_reference, model_params, data_prep_params, evaluated
         )[0]["metrics"],
     )
+    if config.replay is not None:  # one trial again, for `kedro reproduce`
+        return replay_trial(data, config, method_params, original_evaluation_summary["metrics"])
     return run_worker(data, config, method_params, original_evaluation_summary["metrics"])
 
 
