@@ -65,9 +65,9 @@ def reproduce(run_id: str, allow_code_change: bool) -> None:
         )
     if problem:
         click.secho(f"WARNING: {problem}; running anyway (--allow-code-change)", fg="red", err=True)
-    click.echo(f"reproducing {run_id}: kedro run --env {recipe.env} --pipelines {','.join(recipe.pipelines)} "
-               f"{recipe.filters or ''}, runtime parameters {recipe.runtime_params}, inputs "
-               f"{recipe.load_versions}")  # fmt: skip
+    filters = "".join(f" --{key.replace('_', '-')} {value}" for key, value in recipe.filters.items())
+    click.echo(f"reproducing {run_id}: kedro run --env {recipe.env} --pipelines {','.join(recipe.pipelines)}{filters}; "
+               f"runtime parameters {recipe.runtime_params}; inputs {recipe.load_versions}")  # fmt: skip
     with KedroSession.create(project_path=project, env=recipe.env, runtime_params=recipe.runtime_params) as session:
         catalog_names = list(session.load_context().catalog.keys())
         session.run(pipeline_names=recipe.pipelines, load_versions=_pins(recipe.load_versions, catalog_names),
