@@ -90,7 +90,7 @@ def test_two_workers_one_killed_in_a_trial_the_other_finishes_the_budget_and_rer
     """The issue's test: SIGKILL one of two workers in the middle of a trial. The survivor finishes the study with
     exactly the budget completed, the killed trial run again once, and waits no longer than the grace period plus
     one trial."""
-    storage, grace_s, heartbeat_s, evaluate_s = f"sqlite:///{tmp_path}/tune.db", 3, 1, 2.0
+    storage, grace_s, heartbeat_s, evaluate_s = f"sqlite:///{tmp_path}/tune.db", 2, 1, 1.5
     args = {"storage": storage, "model_dir": str(tiny_model_dir), "n_trials": 4, "heartbeat_s": heartbeat_s,
             "grace_s": grace_s, "evaluate_s": evaluate_s}  # fmt: skip
 
@@ -106,7 +106,7 @@ def test_two_workers_one_killed_in_a_trial_the_other_finishes_the_budget_and_rer
         assert time.monotonic() < deadline and doomed.poll() is None, "the first worker never started a trial"
         time.sleep(0.2)
     survivor = start(1)
-    time.sleep(1.0)  # in its evaluation
+    time.sleep(0.5)  # in its evaluation
     os.kill(doomed.pid, signal.SIGKILL)
     killed_at = time.time()
     doomed.wait()

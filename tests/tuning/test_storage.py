@@ -53,7 +53,7 @@ def test_workers_that_open_a_new_postgresql_database_at_once_all_start(postgres)
     """A job array's workers start together on a new database: each creates Optuna's tables, and PostgreSQL refuses
     all but one (a duplicate type in its catalog). The others try again and find the tables."""
     url = postgres.database("race")
-    start = time.time() + 8  # every process imported, then all open the database at that instant
+    start = time.time() + 6  # every process imported, then all open the database at that instant
     opener = (f"import time; from flat_pipeline.tuning.study import open_storage; "
               f"time.sleep(max(0, {start} - time.time())); open_storage({url!r})")  # fmt: skip
     workers = [subprocess.Popen([sys.executable, "-c", opener], stderr=subprocess.PIPE, text=True) for _ in range(4)]
