@@ -17,9 +17,9 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-PARENT_TAG = "mlflow.parentRunId"
-COMMIT_TAG = "mlflow.source.git.commit"
-DIFF_TAG = "source.diff_sha256"
+from flat_pipeline.benchmark_runs import PARENT_TAG
+from flat_pipeline.run_record import DIFF_TAG, GIT_COMMIT_TAG, RUN_FILTERS_TAG
+
 REPRODUCES_TAG = "reproduces"
 # metrics that time the run, not its results: listed, never compared
 TIMINGS = ("seconds", "runtime", "per_second")
@@ -69,7 +69,7 @@ def recipe_of(run_id: str, client: MlflowClient | None = None) -> Recipe:
         pipelines, filters, child_tags = ["benchmark_worker"], {"namespaces": [method]}, {"benchmark_method": method}
     else:
         pipelines = top.data.tags.get("kedro_pipelines", "__default__").split(",")
-        filters, child_tags = json.loads(top.data.tags.get("kedro_run_filters") or "{}"), {}
+        filters, child_tags = json.loads(top.data.tags.get(RUN_FILTERS_TAG) or "{}"), {}
         filters.pop("load_versions", None)  # pinned below with every other input
     return Recipe(
         run_id=run_id,
@@ -78,7 +78,7 @@ def recipe_of(run_id: str, client: MlflowClient | None = None) -> Recipe:
         runtime_params=runtime_params,
         filters=filters,
         load_versions=input_versions([r.data.tags for r in ([run, parent] if method else [run])]),
-        commit=top.data.tags.get(COMMIT_TAG),
+        commit=top.data.tags.get(GIT_COMMIT_TAG),
         diff_sha256=top.data.tags.get(DIFF_TAG),
         child_tags=child_tags,
         metrics=metric_histories(client, run_id, run.data.metrics),

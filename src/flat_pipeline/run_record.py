@@ -14,6 +14,10 @@ from typing import Any
 
 RECORD_PREFIX = "record."
 SHA256_PREFIX = "sha256/"
+# the source and the selection of a run (hooks/run_tags.py writes them, flat_pipeline.reproduce reads them)
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own key (its UI shows it on the run page)
+DIFF_TAG = "source.diff_sha256"  # which uncommitted changes, when the commit is `-dirty`
+RUN_FILTERS_TAG = "kedro_run_filters"  # `--namespaces`, `--nodes`, ... as JSON
 # the packages whose versions decide the numbers (the rest is in the installed set's hash)
 RESULT_PACKAGES = (
     "torch",

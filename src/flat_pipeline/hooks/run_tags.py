@@ -24,16 +24,19 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset
 from kedro.pipeline.node import Node
 
-from flat_pipeline.run_record import SHA256_PREFIX, artifact_sha256, record_tags
+from flat_pipeline.run_record import (
+    DIFF_TAG,
+    GIT_COMMIT_TAG,
+    RUN_FILTERS_TAG,
+    SHA256_PREFIX,
+    artifact_sha256,
+    record_tags,
+)
 from flat_pipeline.training.tracking import method_label
 
 logger = logging.getLogger(__name__)
 
-# MLflow's own key for the commit (its UI shows it on the run page)
-GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_NAME_TAG = "mlflow.runName"
-DIFF_TAG = "source.diff_sha256"
-RUN_FILTERS_TAG = "kedro_run_filters"
 RUN_FILTERS = ("namespaces", "node_names", "tags", "from_nodes", "to_nodes", "from_inputs", "to_outputs",
                "load_versions", "only_missing_outputs")  # fmt: skip
 MODEL_ARTIFACT = "unlearned_model"
