@@ -100,6 +100,35 @@ def test_generated_templates_sample_k_answers_per_prompt_from_a_local_model(tiny
     assert build_template_candidates(questions, {**opts, "seed": 1}) != first
 
 
+@pytest.mark.parametrize("shots", ["", "Where was Maren Lind born? I don't know where she was born. "])
+def test_k_samples_per_prompt_read_each_prompt_once_and_continue_it_as_generate_does(tiny_model_dir, shots):
+    """A prompt's keys and values are computed once for its k samples, and the tokens all prompts share (few-shot
+    shots) once for the batch: with sampling cut to the argmax (top_k=1), every row continues as `generate` with
+    `num_return_sequences=k` does, step by step the same distribution, for left-padded prompts of unequal length."""
+    import torch
+
+    from flat_pipeline.generation import _shared_prefix_length, sample_per_prompt
+    from flat_pipeline.models.loading import load_causal_lm
+
+    bundle = load_causal_lm(str(tiny_model_dir))
+    bundle.tokenizer.padding_side = "left"
+    prompts = [shots + "Where was Eymar Lundgaard born?", shots + "Who wrote this long and winding question?"]
+    inputs = bundle.tokenizer(prompts, return_tensors="pt", padding=True)
+    width = inputs["input_ids"].shape[1]
+    assert inputs["attention_mask"].sum(1).tolist()[0] < width  # one prompt is padded
+    rows = [ids[mask.bool()] for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True)]
+    assert (_shared_prefix_length(rows) > 10) is bool(shots)
+    settings = {"top_k": 1, "max_new_tokens": 6, "pad_token_id": bundle.tokenizer.pad_token_id}
+    settings |= {"return_dict_in_generate": True, "output_logits": True}
+    shared = sample_per_prompt(bundle.model, dict(inputs), 3, **settings)
+    with torch.no_grad():
+        plain = bundle.model.generate(**inputs, do_sample=True, num_return_sequences=3, **settings)
+    assert shared.sequences.shape == (6, width + 6)
+    assert torch.equal(shared.sequences[:, width:], plain.sequences[:, width:])
+    for ours, theirs in zip(shared.logits, plain.logits, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
 def test_generated_templates_need_a_model():
     with pytest.raises(ValueError, match="templates.generated.model"):
         build_template_candidates(["q"], options(source="generated"))

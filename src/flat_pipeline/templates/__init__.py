@@ -147,6 +147,8 @@ def generate_refusals(
     import torch
     from tqdm.auto import tqdm
 
+    from flat_pipeline.generation import sample_per_prompt
+
     tokenizer.padding_side = "left"  # generation continues from the right edge of every prompt
     torch.manual_seed(seed)
     model.eval()
@@ -164,16 +166,15 @@ def generate_refusals(
             # the chat template writes its own special tokens: the tokenizer adds none
             chat = bool(getattr(tokenizer, "chat_template", None))
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-            with torch.no_grad():
-                out = model.generate(
-                    **enc,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=top_p,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=k,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
+            out = sample_per_prompt(
+                model,
+                enc,
+                k,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for j, i in enumerate(batch):
                 for text in texts[j * k : (j + 1) * k]:
