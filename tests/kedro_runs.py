@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,21 @@ from kedro.framework.startup import bootstrap_project
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def copy_project(target: Path) -> Path:
-    """A copy of the project at `target` without data or runs, with its own MLflow store, bootstrapped."""
+@functools.cache
+def _empty_mlflow_store() -> Path:
+    """An MLflow SQLite store with no runs, its tables made by MLflow itself, once per test process: a store's first
+    use runs MLflow's schema migrations, 2 to 5 s, which every copy of the project would otherwise pay again."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = Path(tempfile.mkdtemp(prefix="empty_mlflow_store_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns")).engine.dispose()
+    return folder / "mlflow.db"
+
+
+def copy_project(target: Path, *, made_store: bool = True) -> Path:
+    """A copy of the project at `target` without data or runs, bootstrapped, with its own MLflow store: an empty one
+    whose tables are made (`made_store`), or none, for the first run to make as a user's first `kedro run` does."""
     tooling = shutil.ignore_patterns(
         ".venv*", ".git", "mlruns", "mlflow.db", "build", "*.log", "__pycache__", ".pytest_cache", ".ruff_cache"
     )
@@ -33,8 +49,25 @@ def copy_project(target: Path) -> Path:
     # `sqlite:///mlflow.db` of every copy would otherwise keep writing to the first copy's database.
     mlflow_yml = target / "conf" / "base" / "mlflow.yml"
     mlflow_yml.write_text(mlflow_yml.read_text().replace("sqlite:///mlflow.db", f"sqlite:///{target}/mlflow.db"))
+    if made_store:
+        template = _empty_mlflow_store()
+        shutil.copyfile(template, target / "mlflow.db")
+        _move_artifact_paths(target / "mlflow.db", str(template.parent), str(target))
     bootstrap_project(target)
     return target
+
+
+def _move_artifact_paths(store: Path, source: str, target: str) -> None:
+    """Point a copied SQLite store's artifact locations (experiments, runs, logged models) from `source` to
+    `target`, so that nothing logged through the copy lands in the original's folders."""
+    with sqlite3.connect(store) as db:
+        for table, column in (
+            ("experiments", "artifact_location"),
+            ("runs", "artifact_uri"),
+            ("logged_models", "artifact_location"),
+        ):
+            db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (source, target))
+    db.close()
 
 
 @pytest.fixture
@@ -52,14 +85,7 @@ def clone_project(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     mlflow_yml = target / "conf" / "base" / "mlflow.yml"
     mlflow_yml.write_text(mlflow_yml.read_text().replace(str(source), str(target)))
-    with sqlite3.connect(target / "mlflow.db") as store:
-        for table, column in (
-            ("experiments", "artifact_location"),
-            ("runs", "artifact_uri"),
-            ("logged_models", "artifact_location"),
-        ):
-            store.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(source), str(target)))
-    store.close()
+    _move_artifact_paths(target / "mlflow.db", str(source), str(target))
     bootstrap_project(target)
     return target
 
@@ -68,7 +94,8 @@ def clone_project(source: Path, target: Path) -> Path:
 def default_run_project(tmp_path_factory):
     """A copy of the project after `kedro run` in the test environment (the original, retain and unlearned models,
     their evaluations, one MLflow run), made once. Tests only read it; one that runs more works on a `clone_project`."""
-    target = copy_project(tmp_path_factory.mktemp("default_run") / "project")
+    # no MLflow store yet: the run makes it, as a user's first `kedro run` does
+    target = copy_project(tmp_path_factory.mktemp("default_run") / "project", made_store=False)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(target)
         run_session(target, ["__default__"])
@@ -87,8 +114,11 @@ def benchmarked_project(default_run_project, tmp_path_factory):
     return target
 
 
-def run_session(project, pipelines, runtime_params=None, env="test", load_versions=None, *, tracking_uri=None):
-    """`kedro run` in this process. MLflow tracks to the project's own store, or to `tracking_uri` (a server):
+def run_session(
+    project, pipelines, runtime_params=None, env="test", load_versions=None, *, tracking_uri=None, to_outputs=None
+):
+    """`kedro run` in this process (`to_outputs`: `--to-outputs`, the nodes that make these datasets and nothing else).
+    MLflow tracks to the project's own store, or to `tracking_uri` (a server):
     mlflow.yml follows MLFLOW_TRACKING_URI, which every `mlflow.set_tracking_uri` in this process also sets (the
     previous session's store, another project's)."""
     import mlflow
@@ -98,7 +128,7 @@ def run_session(project, pipelines, runtime_params=None, env="test", load_versio
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     try:
         with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
-            session.run(pipeline_names=pipelines, load_versions=load_versions)
+            session.run(pipeline_names=pipelines, load_versions=load_versions, to_outputs=to_outputs)
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         # kedro-mlflow finishes the run, but this thread's mlflow run stack keeps it; a second session in the same
