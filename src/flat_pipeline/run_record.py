@@ -4,6 +4,7 @@ each input artifact. Two runs that differ in any of these differ in a tag, which
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -45,6 +46,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache  # half a second of metadata reading; what is installed is fixed for the life of a process
 def installed_set_sha256() -> str:
     """sha256 of every installed distribution's `name==version`, sorted: equal when the environments are equal."""
     installed = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in importlib.metadata.distributions()})
