@@ -70,8 +70,12 @@ def test_the_rule_is_the_same_for_every_method_and_the_seeds_spread_is_reported(
     markdown = tuned_markdown(table, config(), COLUMNS, ORIGINAL, "world")
     assert "maximise forget_quality subject to model_utility >= 0.9 x the original model's (0.72)" in markdown
     assert "| flat_kl | learning_rate=0.003 | 4 | 0 | 3 | 0.288 (log10 -0.54 ± 0.15) | 0.760 ± 0.020 |" in markdown
-    # the runs behind the rows, for `kedro reproduce`
+    # the runs behind the rows, for `kedro reproduce`: the search trial picked (2 of flat_kl's and of npo's, listed
+    # in reverse) and the seed re-runs, by number in their studies
     assert "Optuna studies `tune.<method>` (search) and `tune.<method>.seeds` (re-runs) in unused.journal" in markdown
+    assert rows["flat_kl"]["from_trials"] == rows["npo"]["from_trials"] == "search 2; seeds 0, 1, 2"
+    assert "| 0.760 ± 0.020 | search 2; seeds 0, 1, 2 |" in markdown
+    assert rows["original"]["from_trials"] == ""
 
 
 def test_forget_quality_of_the_seeds_is_averaged_on_a_log10_scale_in_the_table_and_the_figure():

@@ -66,19 +66,21 @@ def tuned_table(
         if rule.mode == "pareto":
             for point in rule.pareto_front(search):
                 rows.append({"method": method, "kind": "front", "setting": _setting(point["drawn"]), "seeds": 0,
-                             **counts, **_metric_cells([point["metrics"]], columns)})  # fmt: skip
+                             "from_trials": f"search {point['number']}", **counts,
+                             **_metric_cells([point["metrics"]], columns)})  # fmt: skip
             continue
         best = rule.best(search, floor)
         if best is None:
-            rows.append({"method": method, "kind": "unlearned", "setting": "no finished trial", "seeds": 0, **counts,
-                         **_metric_cells([], columns)})  # fmt: skip
+            rows.append({"method": method, "kind": "unlearned", "setting": "no finished trial", "seeds": 0,
+                         "from_trials": "", **counts, **_metric_cells([], columns)})  # fmt: skip
             continue
-        seeds = [t["metrics"] for t in phases[SEEDS] if t["state"] == "COMPLETE"]
-        row = {"method": method, "kind": "unlearned", "setting": _setting(best["drawn"]), "seeds": len(seeds), **counts}
-        rows.append({**row, **_metric_cells(seeds or [best["metrics"]], columns)})
+        seeds = [t for t in phases[SEEDS] if t["state"] == "COMPLETE"]
+        row = {"method": method, "kind": "unlearned", "setting": _setting(best["drawn"]), "seeds": len(seeds),
+               "from_trials": _from_trials(best, seeds), **counts}  # fmt: skip
+        rows.append({**row, **_metric_cells([t["metrics"] for t in seeds] or [best["metrics"]], columns)})
     for name, metrics in (("original", original), ("retain", retain)):
-        rows.append({"method": name, "kind": "reference", "setting": "", "seeds": 0, "trials": 0, "failed": 0,
-                     "above_floor": 0, **_metric_cells([metrics], columns)})  # fmt: skip
+        rows.append({"method": name, "kind": "reference", "setting": "", "seeds": 0, "from_trials": "", "trials": 0,
+                     "failed": 0, "above_floor": 0, **_metric_cells([metrics], columns)})  # fmt: skip
     table = pd.DataFrame(rows)
     table["below_floor"] = [
         kind != "reference" and not rule.feasible({rule.floor_metric: value}, floor)
@@ -89,6 +91,12 @@ def tuned_table(
         key=lambda i: (table["kind"][i] == "reference", *rule.rank_key(table.iloc[i].to_dict(), floor)),
     )
     return table.iloc[order].reset_index(drop=True)
+
+
+def _from_trials(best: Mapping[str, Any], seeds: Sequence[Mapping[str, Any]]) -> str:
+    """The trials behind a row, by number in their studies: the search trial picked, then its seed re-runs."""
+    numbers = ", ".join(str(n) for n in sorted(t["number"] for t in seeds))
+    return f"search {best['number']}" + (f"; seeds {numbers}" if seeds else "")
 
 
 def _metric_cells(runs: Sequence[Mapping[str, float]], columns: Sequence[str]) -> dict[str, float]:
@@ -145,11 +153,12 @@ def tuned_markdown(
         "- `trials`: search trials run, `failed`: raised an error (diverged, collapsed, wrecked, or another), `above "
         "floor`: trials that met the floor; a method marked ▼ met it with no trial and shows the one nearest to it.",
         f"- Behind each row: Optuna studies `{config.study_name}.<method>` (search) and `{config.study_name}.<method>"
-        f".seeds` (re-runs) in {redacted(config.storage)}; every trial's MLflow run id is in `tune_trials.csv` "
-        "(`mlflow_run_id`).",
+        f".seeds` (re-runs) in {redacted(config.storage)}; `from trials` names the row's trials by number in them. "
+        "Every trial's MLflow run id is in `tune_trials.csv` (`mlflow_run_id`): `kedro reproduce <run id>` runs it "
+        "again.",
         "",
-        "| method | setting | trials | failed | above floor | " + " | ".join(columns) + " |",
-        "|" + "---|" * (5 + len(columns)),
+        "| method | setting | trials | failed | above floor | " + " | ".join(columns) + " | from trials |",
+        "|" + "---|" * (6 + len(columns)),
     ]  # fmt: skip
     for _, row in table.iterrows():
         name = f"{row['method']} ▼" if row["below_floor"] else row["method"]
@@ -163,7 +172,7 @@ def tuned_markdown(
             else _cell(row[c], row[f"{c}_std"], int(row["seeds"]))
             for c in columns
         ]
-        lines.append(f"| {name} | {row['setting']} | " + " | ".join(counts + cells) + " |")
+        lines.append(f"| {name} | {row['setting']} | " + " | ".join(counts + cells) + f" | {row['from_trials']} |")
     return "\n".join(lines) + "\n"
 
 
