@@ -31,9 +31,9 @@ SMALL = {
     "data_prep": {"synthetic": {"n_authors": 2}},  # 40 QA; forget10 and the holdout are one author each
     # a short system prompt: the model's default one is most of each example's tokens
     "model": {"prompt": {"system_prompt": "Answer briefly."}},
-    "finetune": {  # one step of 8 QA pairs, which does not reach conf/smollm2's exact-match floor
+    "finetune": {  # one step of 4 QA pairs, which does not reach conf/smollm2's exact-match floor
         "min_train_exact_match": None,
-        "training": {"num_train_epochs": 0.2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-4},
+        "training": {"num_train_epochs": 0.1, "per_device_train_batch_size": 4, "learning_rate": 1.0e-4},
     },
     "templates": {"candidates_per_item": 2, "generated": {"max_new_tokens": 16, "batch_size": 20}},
     "evaluate": {
@@ -42,7 +42,7 @@ SMALL = {
             "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
             "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
         ],
-        "settings": {"max_items": 4, "max_new_tokens": 12},
+        "settings": {"max_items": 2, "max_new_tokens": 8},
     },
 }  # fmt: skip
 
