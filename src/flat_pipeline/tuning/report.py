@@ -151,7 +151,8 @@ def tuned_markdown(
            f"then the best setting re-run with unlearn.seed = {seeds} (data order, template pairing): "
            f"cells are mean ± standard deviation over those re-runs, not over the search trial it was picked on."),
         "- `trials`: search trials run, `failed`: raised an error (diverged, collapsed, wrecked, or another), `above "
-        "floor`: trials that met the floor; a method marked ▼ met it with no trial and shows the one nearest to it.",
+        "floor`: trials that met the floor; a method marked ▼ is below it in its row: no trial met it (the row shows "
+        "the one nearest to it), or the seed re-runs' mean falls under it.",
         f"- Behind each row: Optuna studies `{config.study_name}.<method>` (search) and `{config.study_name}.<method>"
         f".seeds` (re-runs) in {redacted(config.storage)}; `from trials` names the row's trials by number in them. "
         "Every trial's MLflow run id is in `tune_trials.csv` (`mlflow_run_id`): `kedro reproduce <run id>` runs it "
